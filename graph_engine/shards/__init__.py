@@ -1,0 +1,1 @@
+"""Memory-mapped CSR graph shards: format, builders (local and Spark) and reader. See `format`."""

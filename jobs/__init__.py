@@ -1,0 +1,1 @@
+"""Entry points users trigger: the relfm CLI, job configs, Airflow DAGs and Databricks bundles."""

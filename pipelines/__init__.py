@@ -1,0 +1,1 @@
+"""Pipeline stages: build_graph, context, finetune, score, evaluate, publish (Spark, Ray, DeepSpeed, MLflow)."""
