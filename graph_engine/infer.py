@@ -10,6 +10,7 @@ spec the user can pin; explicit choices in a spec are never overridden.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,17 @@ SAMPLE_ROWS = 200_000
 # Names that say "when this row happened".
 _TIME_NAMES = ("timestamp", "time", "date", "datetime", "created_at", "event_time", "time_hour", "ts")
 # Timestamps that describe the entity rather than when the row appeared (a birth date is not a row time).
+# Matched against the words of a column name (`birthDate` -> birth, date), so `calendar_date` or
+# `vendor_time` do not count as ends just because they contain "end".
 _NOT_ROW_TIME = re.compile(
-    r"(birth|dob|expir|deadline|due|until|valid_to|end|finish|closed|deleted|updated)", re.I
+    r"^(birth\w*|dob|born|expir\w*|deadline|due|until|valid_?to|end|ends|ended|ending|finish\w*|closed?"
+    r"|deleted|updated|modified)$"
 )
-_END_TIME = re.compile(r"(end|until|valid_to|expir|closed|finish)", re.I)
+_END_TIME = re.compile(r"^(until|valid_?to|expir\w*|end|ends|ended|ending|finish\w*|closed?)$")
+# `enddate`, `birthdate`, `close_ts`: the word before a time suffix is what the name is about.
+_TIME_SUFFIX = re.compile(r"(date|time|datetime|timestamp|ts|day)$")
+# ISO-like date strings (SQLite has no timestamp type; CSVs carry non-ISO separators pyarrow leaves as text).
+_DATE_STRING = r"^\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?$"
 # Case matters: `raceId`, `user_id`, `ID` are ids; `grid` and `paid` are not.
 _ID_LIKE = re.compile(r"(^[Ii][Dd]$|_[Ii][Dd]$|[a-z0-9]Id$|ID$|_key$|Key$|_pk$|_fk$)")
 
@@ -45,7 +53,12 @@ class ColumnProfile:
     distinct: int
     mean_len: float = 0.0
     mean_tokens: float = 0.0
-    list_sep_share: float = 0.0
+    # A string column whose values are all dates or date-times: a time-column candidate, parsed on build.
+    temporal: bool = False
+
+    @property
+    def is_time(self) -> bool:
+        return self.dtype == "timestamp" or self.temporal
 
 
 @dataclass
@@ -82,13 +95,47 @@ def profile_table(name: str, source: TableSource, sample_rows: int = SAMPLE_ROWS
                 cp.mean_len = float(np.mean(lens))
                 tokens = pc.list_value_length(pc.utf8_split_whitespace(s)).to_numpy(zero_copy_only=False)
                 cp.mean_tokens = float(np.mean(tokens))
-                seps = pc.match_substring_regex(s, r"[|;]").to_numpy(zero_copy_only=False)
-                cp.list_sep_share = float(np.mean(seps))
+                cp.temporal = _all_dates(s)
         prof.columns[col] = cp
     return prof
 
 
+def _all_dates(values: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether every (non-null) string looks like a date and parses as one."""
+    if not pc.all(pc.match_substring_regex(values, _DATE_STRING)).as_py():
+        return False
+    import pandas as pd
+
+    head = pd.Series(values.slice(0, 1000).to_pylist(), dtype="object").str.strip()
+    parsed = pd.to_datetime(head, utc=True, format="mixed", errors="coerce")
+    return bool(parsed.notna().all())
+
+
 # ---------------------------------------------------------------------------------------------- names
+def _words(name: str) -> list[str]:
+    """`raceId` -> race, id; `time_hour` -> time, hour; `DOB` -> dob."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
+
+
+def _time_words(name: str) -> set[str]:
+    """The words of a column name, each also without a time suffix (`enddate` -> enddate, end) and with
+    adjacent pairs joined (`valid_to` -> validto), for matching the role patterns above."""
+    words = _words(name)
+    out = set(words) | {a + b for a, b in itertools.pairwise(words)}
+    out |= {_TIME_SUFFIX.sub("", w) for w in words if _TIME_SUFFIX.sub("", w)}
+    return out
+
+
+def _describes_entity(name: str) -> bool:
+    return any(_NOT_ROW_TIME.match(w) for w in _time_words(name))
+
+
+def _is_end_time(name: str) -> bool:
+    words = _time_words(name)
+    return any(_END_TIME.match(w) for w in words) and not any(re.match(r"^(birth\w*|dob)$", w) for w in words)
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -121,6 +168,8 @@ def infer_primary_key(prof: TableProfile) -> str | None:
             score = 4
         elif _ID_LIKE.search(col):
             score = 2
+        if cp.temporal and score < 2:
+            continue  # unique date strings are when rows happened, not what they are called
         if i == 0:
             score += 1
         if score > 0 and (best is None or score > best[0]):
@@ -129,10 +178,11 @@ def infer_primary_key(prof: TableProfile) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- time columns
-def infer_time_columns(prof: TableProfile) -> tuple[str | None, str | None]:
-    candidates = [c for c, cp in prof.columns.items() if cp.dtype == "timestamp"]
-    start = [c for c in candidates if not _NOT_ROW_TIME.search(c)]
-    ends = [c for c in candidates if _END_TIME.search(c) and not re.search("birth|dob", c, re.I)]
+def infer_time_columns(prof: TableProfile, primary_key: str | None = None) -> tuple[str | None, str | None]:
+    # A table keyed by a date string (a calendar) is a dimension: its key is not also its row time.
+    candidates = [c for c, cp in prof.columns.items() if cp.is_time and c != primary_key]
+    start = [c for c in candidates if not _describes_entity(c)]
+    ends = [c for c in candidates if _is_end_time(c)]
 
     def score(c: str) -> int:
         n = c.lower()
@@ -214,7 +264,7 @@ def infer_semantic_type(cp: ColumnProfile, is_key: bool) -> SemanticType:
     if is_key:
         return SemanticType.id
     d = cp.dtype
-    if d == "timestamp":
+    if cp.is_time:
         return SemanticType.timestamp
     if d == "bool":
         return SemanticType.categorical
@@ -230,8 +280,8 @@ def infer_semantic_type(cp: ColumnProfile, is_key: bool) -> SemanticType:
             return SemanticType.categorical if cp.distinct <= 1000 and ratio <= 0.05 else SemanticType.id
         return SemanticType.numerical
     if d == "string":
-        if cp.list_sep_share >= 0.5 and cp.mean_tokens <= 3:
-            return SemanticType.multicategorical
+        # Delimited strings ("a|b") stay strings: multicategorical is for list<string> columns, which is
+        # what the builders encode; splitting is the user's call (a view or a list column).
         if (cp.distinct <= 200 or ratio <= 0.05) and cp.mean_len < 200:
             return SemanticType.categorical  # few distinct values: a category even when multi-word
         if cp.mean_tokens >= 3 or cp.mean_len >= 40:
@@ -266,11 +316,11 @@ def complete_spec(spec: GraphSpec) -> GraphSpec:
     times: dict[str, tuple[str | None, str | None]] = {}
     for t, ts in spec.tables.items():
         pks[t] = ts.primary_key if ts.given("primary_key") else infer_primary_key(profiles[t])
-        inferred_time = infer_time_columns(profiles[t])
-        times[t] = (
-            ts.time_column if ts.given("time_column") else inferred_time[0],
-            ts.end_time_column if ts.given("end_time_column") else inferred_time[1],
-        )
+        inferred_time = infer_time_columns(profiles[t], pks[t])
+        time_col = ts.time_column if ts.given("time_column") else inferred_time[0]
+        # An inferred end only makes sense with a start (a user's `time_column: null` means static).
+        end_col = inferred_time[1] if time_col is not None and time_col != inferred_time[1] else None
+        times[t] = (time_col, ts.end_time_column if ts.given("end_time_column") else end_col)
     parents: list[_ParentKey] = []
     for t, pk in pks.items():
         if pk is None:
@@ -327,8 +377,10 @@ def schema_from_spec(spec: GraphSpec) -> GraphSchema:
         cols = {}
         for f in src.schema:
             dtype = storage_dtype(f.type)
-            if f.name == ts.time_column or f.name == ts.end_time_column:
-                dtype = "timestamp"
+            if f.name in (ts.time_column, ts.end_time_column) or (
+                ts.semantic_types.get(f.name) == SemanticType.timestamp
+            ):
+                dtype = "timestamp"  # parsed from strings where needed (normalize.to_timestamp)
             if dtype is None or f.name not in ts.semantic_types:
                 continue
             cols[f.name] = ColumnInfo(f.name, dtype, ts.semantic_types[f.name])

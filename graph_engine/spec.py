@@ -121,17 +121,22 @@ class GraphSpec(BaseModel):
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """A complete, explicit dict: every inferred field is written so the user can pin it."""
+        """Every field that is set, explicitly: a completed spec (whose fields are all set) comes out
+        complete so the user can pin it. Fields left for inference stay out, so that saving and loading
+        a partial spec does not turn "infer this" into "there is none" (`foreign_keys: {}`)."""
         tables: dict[str, Any] = {}
         for name, t in self.tables.items():
-            tables[name] = {
-                "source": t.source,
-                "primary_key": t.primary_key,
-                "time_column": t.time_column,
-                **({"end_time_column": t.end_time_column} if t.end_time_column else {}),
-                "foreign_keys": dict(t.foreign_keys),
-                "semantic_types": {c: s.value for c, s in t.semantic_types.items()},
-            }
+            entry: dict[str, Any] = {"source": t.source}
+            for f in ("primary_key", "time_column"):
+                if t.given(f):
+                    entry[f] = getattr(t, f)
+            if t.end_time_column:
+                entry["end_time_column"] = t.end_time_column
+            if t.given("foreign_keys"):
+                entry["foreign_keys"] = dict(t.foreign_keys)
+            if t.given("semantic_types"):
+                entry["semantic_types"] = {c: s.value for c, s in t.semantic_types.items()}
+            tables[name] = entry
         out: dict[str, Any] = {"name": self.name, "tables": tables}
         if self.add_missing_parents:
             out["add_missing_parents"] = True
@@ -146,21 +151,23 @@ class GraphSpec(BaseModel):
         target.write_text(self.relative_to(target.parent).to_yaml())
 
     def relative_to(self, base_dir: str | Path) -> GraphSpec:
-        """The same spec with every local source rewritten relative to `base_dir`."""
-        import os
+        """The same spec with every local source rewritten relative to `base_dir`.
 
+        Sources written with variables (`${WAREHOUSE}/orders`) are kept as written when they still
+        resolve to the same place from `base_dir` (always, for absolute expansions): the variable is the
+        point of writing them so.
+        """
         base = Path(base_dir).resolve()
         out = self.model_copy(deep=True)
+        out._base_dir = base
         for name, t in out.tables.items():
             resolved = self.resolve_source(name)
-            prefix = ""
-            for fmt in ("delta:", "parquet:", "csv:", "sqlite:", "duckdb:"):
-                if resolved.startswith(fmt):
-                    prefix, resolved = fmt, resolved[len(fmt) :]
-            if "://" in resolved or resolved.startswith(("catalog:", "memory:")):
+            if "${" in t.source and out.resolve_source(name) == resolved:
                 continue
-            t.source = prefix + os.path.relpath(resolved, base)
-        out._base_dir = base
+            prefix, path = _split_prefix(resolved)
+            if "://" in path or path.startswith(("catalog:", "memory:")):
+                continue
+            t.source = prefix + os.path.relpath(path, base)
         return out
 
     # ------------------------------------------------------------------ queries on the spec
@@ -175,15 +182,12 @@ class GraphSpec(BaseModel):
         src = expand_vars(self.table(table).source)
         if "://" in src or src.startswith(("catalog:", "memory:")):
             return src
-        prefix = ""
-        for fmt in ("delta:", "parquet:", "csv:", "sqlite:", "duckdb:"):
-            if src.startswith(fmt):
-                prefix, src = fmt, src[len(fmt) :]
-                break
-        p = Path(src).expanduser()
+        prefix, path = _split_prefix(src)
+        p = Path(path).expanduser()
         if not p.is_absolute():
             p = self._base_dir / p
-        return prefix + str(p)
+        # normpath: `specs/../data/x` and `data/x` are one source (and one graph id), symlinks kept.
+        return prefix + os.path.normpath(p)
 
     def edges(self) -> list[tuple[str, str, str]]:
         """(child table, foreign-key column, parent table) for every link, in spec order."""
@@ -207,6 +211,17 @@ class GraphSpec(BaseModel):
                 raise SpecError(f"table '{name}': time column '{t.time_column}' is also its primary key")
             if t.end_time_column is not None and t.time_column is None:
                 raise SpecError(f"table '{name}': end_time_column needs a time_column")
+
+
+_FORMAT_PREFIXES = ("delta:", "parquet:", "csv:", "sqlite:", "duckdb:")
+
+
+def _split_prefix(source: str) -> tuple[str, str]:
+    """('delta:', 'path') for an explicit format prefix, ('', source) otherwise."""
+    for fmt in _FORMAT_PREFIXES:
+        if source.startswith(fmt) and not source.startswith(fmt + "//"):
+            return fmt, source[len(fmt) :]
+    return "", source
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -62,7 +62,8 @@ def run_job(
             "graph",
             "skipped" if existed else "done",
             str(graph.path),
-            f"{c['rows']} rows, {c['edges']} edges, {c['missing_links']} missing links",
+            f"{c['rows']} rows, {c['edges']} edges, {c['missing_links']} missing links"
+            + (f", {c['added_parent_rows']} key-only parent rows" if c.get("added_parent_rows") else ""),
         )
     )
     return results

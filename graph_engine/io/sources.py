@@ -20,6 +20,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -130,7 +131,7 @@ def _detect_format(location: str, table: str | None) -> SourceFormat:
     if p.is_dir():
         if (p / "_delta_log").is_dir():
             return SourceFormat.delta
-        files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_"))]
+        files = _data_files(p)
         if files and all(f.suffix.lower() in (".csv", ".tsv", ".gz") for f in files):
             return SourceFormat.csv
         return SourceFormat.parquet
@@ -158,6 +159,7 @@ class TableSource:
         self._delta: Any = None
         self._dataset: pads.Dataset | None = None
         self._csv_table: pa.Table | None = None
+        self._schema: pa.Schema | None = None
 
     # ------------------------------------------------------------------ format-specific openers
     def _open_delta(self) -> Any:
@@ -192,7 +194,10 @@ class TableSource:
         # CSV is not the scale path: it is read whole, with types inferred over the whole file.
         if self._csv_table is None:
             p = Path(self.ref.location)
-            files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+            # Like Parquet datasets, skip hidden and marker files (Spark's _SUCCESS, .crc checksums).
+            files = sorted(_data_files(p)) if p.is_dir() else [p]
+            if not files:
+                raise SourceError(f"table '{self.name}': no CSV files in {p}")
             parts = []
             for f in files:
                 try:
@@ -209,9 +214,16 @@ class TableSource:
     # ------------------------------------------------------------------ public API
     @property
     def schema(self) -> pa.Schema:
-        if self.ref.format in (SourceFormat.sqlite, SourceFormat.duckdb):
-            return self.read(limit=1000).schema
-        return self._open_dataset().schema
+        if self._schema is None:
+            if self.ref.format == SourceFormat.sqlite:
+                with database_errors(self.ref, f"table '{self.name}': "):
+                    self._schema = _sqlite_schema(self.ref)
+            elif self.ref.format == SourceFormat.duckdb:
+                with database_errors(self.ref, f"table '{self.name}': "):
+                    self._schema = _duckdb_schema(self.ref)
+            else:
+                self._schema = self._open_dataset().schema
+        return self._schema
 
     def num_rows(self) -> int:
         if self.ref.format in (SourceFormat.sqlite, SourceFormat.duckdb):
@@ -242,14 +254,19 @@ class TableSource:
         """Streams the table in record batches in a stable order (file order, then row order)."""
         self._check_columns(columns)
         if self.ref.format == SourceFormat.sqlite:
-            yield from _sqlite_batches(self.ref, self.name, columns, batch_rows)
+            schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+            with database_errors(self.ref, f"table '{self.name}': "):
+                yield from _sqlite_batches(self.ref, schema, batch_rows)
         elif self.ref.format == SourceFormat.duckdb:
-            yield from _duckdb_batches(self.ref, self.name, columns, batch_rows)
+            names = columns or self.schema.names
+            with database_errors(self.ref, f"table '{self.name}': "):
+                yield from _duckdb_batches(self.ref, names, batch_rows)
         else:
             yield from self._open_dataset().to_batches(columns=columns, batch_size=batch_rows)
 
     def read(self, columns: list[str] | None = None, limit: int | None = None) -> pa.Table:
-        if limit is None and self._schema_known():
+        self._check_columns(columns)
+        if limit is None and self._is_dataset():
             return self._open_dataset().to_table(columns=columns)
         out: list[pa.RecordBatch] = []
         n = 0
@@ -264,17 +281,16 @@ class TableSource:
         return t.slice(0, limit) if limit is not None else t
 
     # ------------------------------------------------------------------ helpers
-    def _schema_known(self) -> bool:
+    def _is_dataset(self) -> bool:
+        """Delta, Parquet and CSV are read through pyarrow datasets; SQLite and DuckDB through queries."""
         return self.ref.format not in (SourceFormat.sqlite, SourceFormat.duckdb)
 
     def _empty(self, columns: list[str] | None) -> pa.Table:
-        if self._schema_known():
-            schema = self.schema
-            return schema.empty_table().select(columns) if columns else schema.empty_table()
-        raise SourceError(f"table '{self.name}': source {self.ref} is empty")
+        schema = self.schema
+        return schema.empty_table().select(columns) if columns else schema.empty_table()
 
     def _check_columns(self, columns: list[str] | None) -> None:
-        if not columns or not self._schema_known():
+        if not columns:
             return
         names = self.schema.names
         for c in columns:
@@ -287,15 +303,6 @@ class TableSource:
 def open_source(source: str | SourceRef, name: str = "") -> TableSource:
     ref = parse_source(source) if isinstance(source, str) else source
     return TableSource(ref, name)
-
-
-def _limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
-    n = 0
-    for b in batches:
-        yield b
-        n += b.num_rows
-        if n >= limit:
-            return
 
 
 def _read_csv_file(path: Path) -> pa.Table:
@@ -318,6 +325,16 @@ def _read_csv_file(path: Path) -> pa.Table:
     return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
 
 
+def _data_files(folder: Path) -> list[Path]:
+    """Data files under a folder, skipping hidden and marker files and folders (`.crc`, `_SUCCESS`,
+    `_delta_log`), as pyarrow datasets do."""
+    return [
+        f
+        for f in folder.rglob("*")
+        if f.is_file() and not any(part.startswith((".", "_")) for part in f.relative_to(folder).parts)
+    ]
+
+
 def _fingerprint(path: Path) -> str:
     """Cheap content fingerprint: names, sizes and modification times of the files behind a source."""
     files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
@@ -333,61 +350,107 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _sqlite_batches(
-    ref: SourceRef, name: str, columns: list[str] | None, batch_rows: int
-) -> Iterator[pa.RecordBatch]:
-    con = sqlite3.connect(f"file:{ref.location}?mode=ro", uri=True)
+@contextmanager
+def database_errors(ref: SourceRef, prefix: str = "") -> Iterator[None]:
+    """SQLite and DuckDB errors (not a database, locked, corrupt) as one-line `SourceError`s."""
+    kinds: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    if ref.format == SourceFormat.duckdb:
+        import duckdb
+
+        kinds = (duckdb.Error,)
     try:
-        assert ref.table is not None
-        known = [r[1] for r in con.execute(f"PRAGMA table_info({_quote_ident(ref.table)})")]
-        if not known:
+        yield
+    except kinds as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SourceError(f"{prefix}cannot read {ref.format.value} file {ref.location}: {first}") from None
+
+
+def _sqlite_connect(ref: SourceRef) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{ref.location}?mode=ro", uri=True)
+
+
+def _sqlite_schema(ref: SourceRef) -> pa.Schema:
+    """One Arrow type per column for the whole table, so every batch (and an empty table) has the same
+    schema: SQLite types values, not columns, so we look at the storage classes actually present and fall
+    back to the declared type's affinity for columns that hold only nulls."""
+    assert ref.table is not None
+    con = _sqlite_connect(ref)
+    try:
+        info = [(r[1], str(r[2] or "")) for r in con.execute(f"PRAGMA table_info({_quote_ident(ref.table)})")]
+        if not info:
             tables = [
                 r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")
             ]
             from graph_engine.spec import suggest
 
             raise SourceError(f"table '{ref.table}' not found in {ref.location}{suggest(ref.table, tables)}")
-        cols = columns or known
-        for c in cols:
-            if c not in known:
-                from graph_engine.spec import suggest
-
-                raise SourceError(f"unknown column '{name}.{c}'{suggest(c, known)}")
-        sel = ", ".join(_quote_ident(c) for c in cols)
-        cur = con.execute(f"SELECT {sel} FROM {_quote_ident(ref.table)} ORDER BY rowid")
-        while True:
-            rows = cur.fetchmany(batch_rows)
-            if not rows:
-                break
-            arrays = [_sqlite_column([r[i] for r in rows]) for i in range(len(cols))]
-            yield pa.RecordBatch.from_arrays(arrays, names=cols)
+        fields = []
+        for col, declared in info:
+            q = f"SELECT DISTINCT typeof({_quote_ident(col)}) FROM {_quote_ident(ref.table)}"
+            kinds = {r[0] for r in con.execute(q)} - {"null"}
+            fields.append(pa.field(col, _sqlite_type(kinds, declared)))
+        return pa.schema(fields)
     finally:
         con.close()
 
 
-def _sqlite_column(values: list[Any]) -> pa.Array:
-    # SQLite columns are dynamically typed; a column mixing ints and floats becomes float, anything with a
-    # string becomes string (the type check against the spec happens in validation).
-    kinds = {type(v) for v in values if v is not None}
-    if kinds <= {int}:
-        return pa.array(values, type=pa.int64())
-    if kinds <= {int, float}:
-        return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
-    if kinds <= {bytes}:
-        return pa.array(values, type=pa.binary())
-    return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+def _sqlite_type(kinds: set[str], declared: str) -> pa.DataType:
+    # A column mixing integers and reals is float; anything holding text is string (the type check
+    # against the spec happens in validation).
+    if kinds:
+        if kinds == {"integer"}:
+            return pa.int64()
+        if kinds <= {"integer", "real"}:
+            return pa.float64()
+        if kinds == {"blob"}:
+            return pa.binary()
+        return pa.string()
+    d = declared.upper()  # SQLite's affinity rules (https://sqlite.org/datatype3.html, 3.1)
+    if "INT" in d:
+        return pa.int64()
+    if any(k in d for k in ("CHAR", "CLOB", "TEXT")):
+        return pa.string()
+    if any(k in d for k in ("REAL", "FLOA", "DOUB")):
+        return pa.float64()
+    return pa.string()
 
 
-def _duckdb_batches(
-    ref: SourceRef, name: str, columns: list[str] | None, batch_rows: int
-) -> Iterator[pa.RecordBatch]:
+def _sqlite_batches(ref: SourceRef, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    assert ref.table is not None
+    con = _sqlite_connect(ref)
+    try:
+        sel = ", ".join(_quote_ident(c) for c in schema.names)
+        # rowid order is insertion order for ordinary tables; views and WITHOUT ROWID tables have no rowid.
+        try:
+            cur = con.execute(f"SELECT {sel} FROM {_quote_ident(ref.table)} ORDER BY rowid")
+        except sqlite3.OperationalError:
+            cur = con.execute(f"SELECT {sel} FROM {_quote_ident(ref.table)}")
+        while True:
+            rows = cur.fetchmany(batch_rows)
+            if not rows:
+                break
+            arrays = [_sqlite_column([r[i] for r in rows], f.type) for i, f in enumerate(schema)]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+    finally:
+        con.close()
+
+
+def _sqlite_column(values: list[Any], typ: pa.DataType) -> pa.Array:
+    if pa.types.is_string(typ):
+        return pa.array([None if v is None else str(v) for v in values], type=typ)
+    if pa.types.is_floating(typ):
+        return pa.array([None if v is None else float(v) for v in values], type=typ)
+    return pa.array(values, type=typ)
+
+
+def _duckdb_schema(ref: SourceRef) -> pa.Schema:
     import duckdb
 
+    assert ref.table is not None
     con = duckdb.connect(ref.location, read_only=True)
     try:
-        assert ref.table is not None
         try:
-            known = [r[0] for r in con.execute(f"DESCRIBE {_quote_ident(ref.table)}").fetchall()]
+            return con.sql(f"SELECT * FROM {_quote_ident(ref.table)} LIMIT 0").to_arrow_table().schema
         except duckdb.Error:
             tables = [r[0] for r in con.execute("SHOW TABLES").fetchall()]
             from graph_engine.spec import suggest
@@ -395,15 +458,18 @@ def _duckdb_batches(
             raise SourceError(
                 f"table '{ref.table}' not found in {ref.location}{suggest(ref.table, tables)}"
             ) from None
-        cols = columns or known
-        for c in cols:
-            if c not in known:
-                from graph_engine.spec import suggest
+    finally:
+        con.close()
 
-                raise SourceError(f"unknown column '{name}.{c}'{suggest(c, known)}")
-        sel = ", ".join(_quote_ident(c) for c in cols)
-        reader = con.execute(f"SELECT {sel} FROM {_quote_ident(ref.table)}").to_arrow_reader(batch_rows)
-        yield from reader
+
+def _duckdb_batches(ref: SourceRef, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    import duckdb
+
+    assert ref.table is not None
+    con = duckdb.connect(ref.location, read_only=True)
+    try:
+        sel = ", ".join(_quote_ident(c) for c in columns)
+        yield from con.sql(f"SELECT {sel} FROM {_quote_ident(ref.table)}").to_arrow_reader(batch_rows)
     finally:
         con.close()
 
@@ -419,25 +485,28 @@ def list_tables(location: str) -> dict[str, str]:
     if p.is_file():
         fmt = _SUFFIXES.get(p.suffix.lower())
         if fmt == SourceFormat.sqlite:
-            con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-            try:
-                names = [
-                    r[0]
-                    for r in con.execute(
-                        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-                    )
-                ]
-            finally:
-                con.close()
+            with database_errors(SourceRef(fmt, str(p)), f"source '{location}': "):
+                con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+                try:
+                    names = [
+                        r[0]
+                        for r in con.execute(
+                            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+                            " ORDER BY name"
+                        )
+                    ]
+                finally:
+                    con.close()
             return {n: f"sqlite:{p}#{n}" for n in names}
         if fmt == SourceFormat.duckdb:
             import duckdb
 
-            con2 = duckdb.connect(str(p), read_only=True)
-            try:
-                names = sorted(r[0] for r in con2.execute("SHOW TABLES").fetchall())
-            finally:
-                con2.close()
+            with database_errors(SourceRef(fmt, str(p)), f"source '{location}': "):
+                con2 = duckdb.connect(str(p), read_only=True)
+                try:
+                    names = sorted(r[0] for r in con2.execute("SHOW TABLES").fetchall())
+                finally:
+                    con2.close()
             return {n: f"duckdb:{p}#{n}" for n in names}
         return {_table_name(p): str(p)}
     out: dict[str, str] = {}
@@ -448,7 +517,7 @@ def list_tables(location: str) -> dict[str, str]:
             continue
         if child.is_dir():
             if (child / "_delta_log").is_dir() or any(
-                f.suffix.lower() in (".parquet", ".pq", ".csv") for f in child.rglob("*")
+                f.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv", ".gz") for f in _data_files(child)
             ):
                 out[child.name] = str(child)
         elif child.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv", ".gz", ".zip"):

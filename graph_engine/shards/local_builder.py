@@ -111,6 +111,10 @@ class LocalBuilder:
                 tk.fk_values[col] = self._column(t, col)
             self.keys[t] = tk
         for child, col, parent in self.spec.edges():
+            vals, pkeys = self.keys[child].fk_values[col], self.keys[parent].keys
+            if pkeys is not None and pkeys.dtype.kind == "i" and vals.null_count == len(vals):
+                # A foreign key with no values (yet) has no type of its own: it takes its parent's.
+                self.keys[child].fk_values[col] = vals.cast(pa.int64())
             check_fk_type(
                 child,
                 col,
@@ -135,7 +139,7 @@ class LocalBuilder:
                 vals = encode.encode_keys(self.keys[child].fk_values[col].drop_null())
                 missing.append(np.setdiff1d(vals, pk))
             if missing:
-                extra = np.unique(np.concatenate(missing)) if missing else pk[:0]
+                extra = np.unique(np.concatenate(missing))
                 if len(extra):
                     self.keys[parent].added = extra
                     added[parent] = len(extra)
@@ -145,9 +149,9 @@ class LocalBuilder:
         for t, ts in self.spec.tables.items():
             tk = self.keys[t]
             if tk.keys is not None:
-                allkeys = (
-                    tk.keys if tk.added is None else np.concatenate([tk.keys, tk.added.astype(tk.keys.dtype)])
-                )
+                # np.concatenate widens fixed-width byte keys to the longest (casting to the parent's width
+                # would truncate a longer orphan key into a wrong, possibly duplicate, parent key).
+                allkeys = tk.keys if tk.added is None else np.concatenate([tk.keys, tk.added])
                 tk.order = np.argsort(allkeys, kind="stable")
                 tk.row_keys = allkeys[tk.order]
             else:
@@ -238,7 +242,8 @@ class LocalBuilder:
         vocabs: dict[str, list[Any]] = {}
         for col in ti.feature_columns:
             stype = ti.columns[col].stype
-            arr = self._take(t, self._column(t, col))
+            # Timestamp features may be stored as strings (SQLite, CSV with non-ISO dates): parse them.
+            arr = self._take(t, self._column(t, col, as_time=stype == SemanticType.timestamp))
             self.progress(f"{t}.{col}")
             self._write_feature(t, col, stype, arr, arrays, vocabs)
         meta["vocab"] = vocabs
@@ -313,6 +318,10 @@ class LocalBuilder:
             if ts.time_column:
                 times = encode.time_values(self._column(t, ts.time_column, as_time=True), tk.n_source)
                 entry.update(time_stats(times))
+            ti = self.schema.tables[t]
+            for col in [ts.end_time_column, *ti.feature_columns]:
+                if col and (col == ts.end_time_column or ti.columns[col].stype == SemanticType.timestamp):
+                    self._column(t, col, as_time=True)  # the build parses these too: same errors, earlier
             report["tables"][t] = entry
         for child, col, parent in self.spec.edges():
             vals = self.keys[child].fk_values[col]
@@ -348,8 +357,8 @@ class LocalBuilder:
                     "missing_links": self.manifest_tables[child]["missing_links"][col],
                 }
             )
-        for t in self.keys.values():
-            t.fk_values.clear()
+        for tk in self.keys.values():
+            tk.fk_values.clear()
         return finish_manifest(
             self.spec,
             self.schema,
@@ -493,7 +502,11 @@ def finish_manifest(
             "rows": sum(t["rows"] for t in tables.values()),
             "edges": sum(e["edges"] for e in edges),
             "missing_links": sum(e["missing_links"] for e in edges),
+            "added_parent_rows": sum(int(t.get("added_parent_rows", 0)) for t in tables.values()),
         },
+        # Where relative sources in `spec` resolve from (not part of the graph id: moving a spec and its
+        # data together must not change what the graph is).
+        "spec_dir": str(spec.base_dir),
     }
     manifest["checksum"] = content_checksum(manifest)
     manifest["build"] = {

@@ -106,7 +106,7 @@ def map_array(files: list[Path], dtype: np.dtype, shape: tuple[int, ...]) -> np.
             region.map_file(f, offset, size)
         offset += size
     buf = (ctypes.c_char * nbytes).from_address(region.addr)
-    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    arr: np.ndarray = np.frombuffer(memoryview(buf), dtype=dtype).reshape(shape)
     arr.flags.writeable = False
     # The region lives as long as any view of the array does.
     weakref.finalize(buf, region.release)

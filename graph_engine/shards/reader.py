@@ -190,7 +190,7 @@ class Graph:
 
     @cached_property
     def spec(self) -> GraphSpec:
-        return GraphSpec.from_dict(self.manifest["spec"])
+        return GraphSpec.from_dict(self.manifest["spec"], base_dir=self.manifest.get("spec_dir"))
 
     @property
     def graph_id(self) -> str:

@@ -49,7 +49,9 @@ def validate(spec: Annotated[Path, typer.Argument(help="Graph spec (YAML).")]) -
     out.print(t)
     for link, n in report["missing_links"].items():
         if n:
-            out.print(f"[yellow]{link}: {n} rows link to no parent row; kept as missing links[/]")
+            out.print(
+                f"[yellow]{link}: {n} rows link to no parent row; kept as missing links[/]", soft_wrap=True
+            )
 
 
 @app.command()
@@ -62,7 +64,10 @@ def build(
     """Build the memory-mapped CSR shards of a graph."""
     manifest = build_graph.build(spec, out_dir, engine=engine, rows_per_shard=rows_per_shard)
     c = manifest["counts"]
+    added = f", {c['added_parent_rows']} key-only parent rows added" if c.get("added_parent_rows") else ""
     out.print(
         f"built graph {manifest['graph_id']} in {out_dir}: {c['rows']} rows, {c['edges']} edges, "
-        f"{c['missing_links']} missing links ({manifest['build']['seconds']} s, {manifest['build']['engine']})"
+        f"{c['missing_links']} missing links{added} ({manifest['build']['seconds']} s, "
+        f"{manifest['build']['engine']})",
+        soft_wrap=True,  # one line whatever the terminal width, so scripts can grep it
     )

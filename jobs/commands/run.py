@@ -24,8 +24,10 @@ def register(app: typer.Typer) -> None:
         results = nightly.run_job(
             home, warehouse, cfg.path(cfg.graph.spec), cfg.graph.engine, log=console.print
         )
-        t = Table("step", "status", "output", "detail", title=f"{cfg.name}: finished")
+        t = Table("step", "status", title=f"{cfg.name}: finished")
+        t.add_column("output", overflow="fold")  # paths are what users copy: wrap them, never cut them
+        t.add_column("detail")
         for r in results:
             t.add_row(r.step, r.status, r.output, r.detail)
         console.print(t)
-        console.print(f"outputs are under {home}")
+        console.print(f"outputs are under {home}", soft_wrap=True)
