@@ -13,6 +13,9 @@ import typer
 
 from graph_engine.errors import RelfmError
 from jobs.commands import graph as graph_cmd
+from jobs.commands import labels as labels_cmd
+from jobs.commands import predict as predict_cmd
+from jobs.commands import pretrain as pretrain_cmd
 from jobs.commands import run as run_cmd
 
 app = typer.Typer(
@@ -24,6 +27,9 @@ app = typer.Typer(
 )
 app.add_typer(graph_cmd.app, name="graph")
 run_cmd.register(app)
+pretrain_cmd.register(app)
+labels_cmd.register(app)
+predict_cmd.register(app)
 
 
 def main() -> None:

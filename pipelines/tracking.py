@@ -1,0 +1,173 @@
+"""MLflow tracking for every stage: the embedded default is SQLite plus a local artifact store.
+
+`MLFLOW_TRACKING_URI` (or a job config's `mlflow.tracking_uri`) points the same code at a tracking
+server. Runs carry the query, config, graph manifest hash and source versions as parameters and tags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from graph_engine.cache import relfm_home
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home = relfm_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    return (relfm_home() / "mlartifacts").resolve().as_uri()
+
+
+def setup(configured: str | None = None, experiment: str = "relfm") -> str:
+    """Points MLflow at the tracking store and makes sure `experiment` exists (with a local artifact
+    root when the store is the embedded SQLite one)."""
+    import logging
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    uri = tracking_uri(configured)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        kw: dict[str, Any] = {}
+        if uri.startswith("sqlite:"):
+            kw["artifact_location"] = artifact_root()
+        mlflow.create_experiment(experiment, **kw)
+    mlflow.set_experiment(experiment)
+    return uri
+
+
+@contextmanager
+def run(name: str, experiment: str = "relfm", tracking: str | None = None, tags: dict[str, str] | None = None,
+        run_id: str | None = None) -> Iterator[Any]:
+    import mlflow
+
+    setup(tracking, experiment)
+    with mlflow.start_run(run_name=name, run_id=run_id, tags=tags) as r:
+        yield r
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    flat: dict[str, str] = {}
+    for k, v in params.items():
+        s = str(v)
+        flat[k] = s if len(s) <= 6000 else s[:5997] + "..."
+    if flat:
+        mlflow.log_params(flat)
+
+
+def metrics_logger() -> Any:
+    """A (step, metrics) callback that logs to the active MLflow run."""
+    import math
+
+    import mlflow
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        if clean:
+            mlflow.log_metrics(clean, step=step)
+
+    return log
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_graph(graph: Any) -> None:
+    """The graph a stage ran on: its manifest hash (graph id) and the version of every source table."""
+    import mlflow
+
+    sources = graph.manifest.get("sources", {})
+    mlflow.set_tags(
+        {
+            "relfm.graph_id": graph.graph_id,
+            "relfm.graph_path": str(graph.path),
+            **{f"relfm.source.{t}": str(s.get("version")) for t, s in sources.items()},
+        }
+    )
+    log_params({"graph_id": graph.graph_id, "source_versions": json.dumps(source_versions(graph), sort_keys=True)})
+
+
+def source_versions(graph: Any) -> dict[str, str]:
+    return {t: str(s.get("version")) for t, s in graph.manifest.get("sources", {}).items()}
+
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+def prediction_stats(values: Any) -> dict[str, float]:
+    """Distribution of numeric predictions: mean, std, min, max and quantiles (NaN-free values)."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"pred_count": 0.0}
+    out = {"pred_count": float(len(v)), "pred_mean": float(v.mean()), "pred_std": float(v.std()),
+           "pred_min": float(v.min()), "pred_max": float(v.max())}
+    for q, x in zip(QUANTILES, np.quantile(v, QUANTILES), strict=True):
+        out[f"pred_p{round(q * 100):02d}"] = float(x)
+    return out
+
+
+def log_predictions(values: Any, title: str) -> dict[str, float]:
+    """Logs the distribution of predictions as metrics and as a histogram (PNG artifact)."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    import numpy as np
+
+    stats = prediction_stats(values)
+    mlflow.log_metrics(stats)
+    v = np.asarray(values)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if v.dtype.kind in "fiub":
+        finite = v[np.isfinite(v.astype(np.float64))]
+        ax.hist(finite, bins=50)
+        ax.set_xlabel("prediction")
+    else:  # class predictions: counts per class
+        labels, counts = np.unique(v.astype(str), return_counts=True)
+        ax.bar(labels, counts)
+        ax.set_xlabel("predicted class")
+        for c, n in zip(labels, counts, strict=True):
+            mlflow.log_metric(f"pred_class_{c}", float(n))
+    ax.set_ylabel("entities")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "predictions.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        mlflow.log_artifact(str(path), artifact_path="plots")
+    return stats
+
+
+def log_table(path: str | Path, version: int, rows: int) -> None:
+    """Where a stage's output went: the Delta table's path and the version its commit created."""
+    import mlflow
+
+    mlflow.set_tags({"relfm.prediction_table": str(path), "relfm.prediction_table_version": str(version)})
+    log_params({"prediction_table": str(path), "prediction_table_version": version})
+    mlflow.log_metrics({"prediction_rows": float(rows), "prediction_table_version": float(version)})

@@ -1,0 +1,301 @@
+"""Fine-tuning: specialise the pretrained encoder to one query, then score without context.
+
+The in-context head is replaced by a task head on the entity representation, so a fine-tuned model
+scores each entity in a single forward pass (what nightly batch scoring wants). Training data is either
+generated from the query (training tables at anchors stepped back from the prediction anchor, the latest
+ones held out for validation) or supplied (for example RelBench's train and val tables). Training stops
+early on the validation metric; the saved artefact carries everything needed to score: weights, model
+config, query, task type, classes, target normalisation and the graph it was trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from graph_engine.errors import RelfmError
+from graph_engine.shards.reader import Graph
+from relfm_core.features import GraphFeatures
+from relfm_core.inputs import InputBuilder, TargetNorm, slice_tensors
+from relfm_core.metrics import auroc
+from relfm_core.model import TASK_TYPES, ModelConfig, RelationalFM, task_loss
+from relfm_core.training import load_weights, save_weights
+
+KIND = "relfm-finetuned"
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-4
+    encoder_lr: float = 1e-4
+    weight_decay: float = 0.01
+    patience: int = 4
+    max_train_rows: int = 20_000
+    seed: int = 0
+
+
+class FinetunedModel(nn.Module):
+    """The pretrained encoder with a task head: one forward pass per entity, no context."""
+
+    def __init__(self, base: RelationalFM, task_type: str, num_classes: int = 0) -> None:
+        super().__init__()
+        self.base = base
+        self.task_type = task_type
+        self.num_classes = num_classes
+        d = base.cfg.d
+        out = {"binary": 1, "regression": 2, "multiclass": max(num_classes, 2)}[task_type]
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, out))
+
+    def forward(self, t: dict[str, torch.Tensor], lags: torch.Tensor) -> torch.Tensor:
+        b = lags.shape[0]
+        unk = self.base.label_tokens(self.task_type, None, b)
+        h = self.base.encode(t, lags, TASK_TYPES.index(self.task_type), unk) + unk
+        o = self.head(h)
+        return o.squeeze(-1) if self.task_type == "binary" else o
+
+
+@dataclass
+class FinetuneResult:
+    path: Path
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _validation_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
+    """Higher is better: AUROC, -MAE (normalised space), accuracy."""
+    if task == "binary":
+        a = auroc(y.numpy(), torch.sigmoid(out).numpy())
+        return a if np.isfinite(a) else -float(task_loss(out, y, task))
+    if task == "regression":
+        return -float(torch.abs(out[:, 0] - y).mean())
+    return float((out.argmax(-1) == y.long()).float().mean())
+
+
+def _predict(
+    model: FinetunedModel, inputs: list[tuple[dict[str, torch.Tensor], torch.Tensor]]
+) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        outs = [model(t, lg) for t, lg in inputs]
+    model.train()
+    return torch.cat(outs)
+
+
+def finetune(
+    graph: Graph,
+    features: GraphFeatures,
+    base: RelationalFM,
+    engine: Any,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    out_dir: str | Path,
+    cfg: FinetuneConfig | None = None,
+    log: Callable[[dict[str, float]], None] | None = None,
+) -> FinetuneResult:
+    """Trains on `train` (entity_row, anchor_time, label), early-stops on `val`, saves to `out_dir`."""
+    cfg = cfg or FinetuneConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    task = str(getattr(engine.task_type, "value", engine.task_type))
+    if task not in ("binary", "regression", "multiclass"):
+        raise RelfmError(f"fine-tuning supports binary, regression and multiclass queries, not {task}")
+    if len(train) == 0 or len(val) == 0:
+        raise RelfmError("fine-tuning needs non-empty training and validation tables")
+    if len(train) > cfg.max_train_rows:
+        train = train.sample(cfg.max_train_rows, random_state=cfg.seed)
+    classes: list[Any] = []
+    if task == "multiclass":
+        classes = sorted(set(train["label"].tolist()), key=str)
+        slot = {c: i for i, c in enumerate(classes)}
+        val = val[val["label"].isin(slot)]
+        y_tr = np.array([slot[v] for v in train["label"]], dtype=np.float64)
+        y_va = np.array([slot[v] for v in val["label"]], dtype=np.float64)
+        norm = TargetNorm.fit(task, y_tr, classes)
+    else:
+        y_tr = train["label"].to_numpy(np.float64)
+        y_va = val["label"].to_numpy(np.float64)
+        norm = TargetNorm.fit(task, y_tr)
+        y_tr, y_va = norm.forward(y_tr), norm.forward(y_va)
+    builder = InputBuilder(graph, features, lags=base.cfg.lags)
+    from relfm_core.labels.history import history
+
+    def pairs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        rows = df["entity_row"].to_numpy(np.int64)
+        return rows, pd.to_datetime(df["anchor_time"]).to_numpy("datetime64[ns]").astype(np.int64)
+
+    # history statistics come from the whole training table, as the target normalisation does
+    norm = norm.with_history(*history(engine, *pairs(train)))
+
+    def build(df: pd.DataFrame) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        rows, anchors = pairs(df)
+        out = []
+        for i in range(0, len(df), 512):
+            t, lg, _ = builder.build(engine, rows[i : i + 512], anchors[i : i + 512], norm)
+            out.append((t, lg))
+        return out
+
+    tr_in = build(train)
+    va_in = build(val)
+    y_tr_t = torch.from_numpy(y_tr.astype(np.float32))
+    y_va_t = torch.from_numpy(y_va.astype(np.float32))
+    # a copy: fine-tuning must not change the caller's pretrained model (it may serve zero-shot too)
+    model = FinetunedModel(copy.deepcopy(base), task, len(classes))
+    model.train()
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.base.parameters(), "lr": cfg.encoder_lr},
+            {"params": model.head.parameters(), "lr": cfg.lr},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    best, best_state, bad, history = -np.inf, None, 0, []
+    chunk = 512
+    for epoch in range(cfg.epochs):
+        t0 = time.time()
+        losses = []
+        order = rng.permutation(len(tr_in))
+        for ci in order:
+            t, lg = tr_in[ci]
+            yc = y_tr_t[ci * chunk : ci * chunk + len(lg)]
+            perm = rng.permutation(len(lg))
+            for s in range(0, len(lg), cfg.batch_size):
+                b = perm[s : s + cfg.batch_size]
+                out = model(slice_tensors(t, b), lg[b])
+                loss = task_loss(out, yc[b], task)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                losses.append(float(loss.detach()))
+        score = _validation_score(task, _predict(model, va_in), y_va_t)
+        rec = {
+            "epoch": float(epoch + 1),
+            "train_loss": float(np.mean(losses)),
+            "val_score": score,
+            "seconds": time.time() - t0,
+        }
+        history.append(rec)
+        if log is not None:
+            log(rec)
+        if score > best:
+            best, bad = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    metrics = {"val_score": float(best), "epochs": float(len(history))}
+    path = save_finetuned(model, out_dir, engine, graph, norm, classes, metrics, cfg)
+    return FinetuneResult(path, metrics, history)
+
+
+def save_finetuned(
+    model: FinetunedModel,
+    out_dir: str | Path,
+    engine: Any,
+    graph: Graph,
+    norm: TargetNorm,
+    classes: list[Any],
+    metrics: dict[str, float],
+    cfg: FinetuneConfig,
+) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / "model.safetensors")
+    meta = {
+        "kind": KIND,
+        "model": model.base.cfg.to_dict(),
+        "task_type": model.task_type,
+        "num_classes": model.num_classes,
+        "classes": [_jsonable(c) for c in classes],
+        "norm": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(norm).items()},
+        "query": engine.query.source if hasattr(engine.query, "source") else str(engine.query),
+        "graph_id": graph.graph_id,
+        "sources": graph.manifest.get("sources", {}),
+        "metrics": metrics,
+        "finetune": asdict(cfg),
+    }
+    (out / "config.json").write_text(json.dumps(meta, indent=1, default=str))
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+@dataclass
+class LoadedFinetuned:
+    model: FinetunedModel
+    meta: dict[str, Any]
+    norm: TargetNorm
+
+    @property
+    def query(self) -> str:
+        return str(self.meta["query"])
+
+
+def is_finetuned(path: str | Path) -> bool:
+    p = Path(path) / "config.json"
+    return p.is_file() and json.loads(p.read_text()).get("kind") == KIND
+
+
+def load_finetuned(path: str | Path) -> LoadedFinetuned:
+    p = Path(path)
+    if not is_finetuned(p):
+        raise RelfmError(f"{p} is not a fine-tuned relfm model (no config.json of kind {KIND})")
+    meta = json.loads((p / "config.json").read_text())
+    base = RelationalFM(ModelConfig(**meta["model"]))
+    model = FinetunedModel(base, meta["task_type"], int(meta["num_classes"]))
+    load_weights(model, p / "model.safetensors")
+    model.eval()
+    n = meta["norm"]
+    norm = TargetNorm(
+        n["task_type"],
+        bool(n["log"]),
+        float(n["center"]),
+        float(n["scale"]),
+        tuple(n.get("classes", ())),
+        tuple(float(x) for x in n.get("hist_center", ())),
+        tuple(float(x) for x in n.get("hist_scale", ())),
+    )
+    return LoadedFinetuned(model, meta, norm)
+
+
+@torch.no_grad()
+def score(
+    loaded: LoadedFinetuned,
+    builder: InputBuilder,
+    engine: Any,
+    rows: np.ndarray,
+    anchors: np.ndarray,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Predictions in label space: probability (binary), value (regression), class probabilities [n, k]."""
+    task = loaded.meta["task_type"]
+    outs = []
+    for i in range(0, len(rows), batch_size):
+        t, lg, _ = builder.build(engine, rows[i : i + batch_size], anchors[i : i + batch_size], loaded.norm)
+        o = loaded.model(t, lg)
+        if task == "binary":
+            outs.append(torch.sigmoid(o).numpy())
+        elif task == "regression":
+            outs.append(loaded.norm.inverse(o[:, 0].numpy()))
+        else:
+            outs.append(torch.softmax(o, -1).numpy())
+    if not outs:
+        return np.zeros((0,) if task != "multiclass" else (0, max(int(loaded.meta["num_classes"]), 2)))
+    return np.concatenate(outs)

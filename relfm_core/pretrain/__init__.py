@@ -1,0 +1,1 @@
+"""Pretraining: the prior of synthetic databases and tasks, episodes, and the training loop."""

