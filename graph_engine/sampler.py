@@ -8,7 +8,7 @@ For each hop, every node of the previous hop adds
 Nodes are deduplicated per seed. Static rows (tables without time) are always visible.
 
 The loops are compiled with numba and batched over seeds; Python only iterates over (hop, table, edge
-type). Random choices come from a counter-based hash of (seed row, anchor, hop, edge, draw), so a seed's
+type). Random choices come from a counter-based hash of (seed row, anchor, hop, edge, node, draw), so a seed's
 subgraph does not depend on which other seeds share its batch or how many workers split the work: the
 output is identical for a given `random_seed` whatever the batching.
 """
@@ -114,37 +114,158 @@ def _mix(x: np.uint64) -> np.uint64:
     return x ^ (x >> np.uint64(31))
 
 
-@numba.njit(cache=True)
-def _insert(
-    keys: np.ndarray,
-    cap: int,
-    seeds: np.ndarray,
-    table_id: int,
-    rows: np.ndarray,
+@numba.njit(cache=True, inline="always")
+def _slot(s: np.int64, key: np.int64, mask: int) -> np.int64:
+    return np.int64(_mix(np.uint64(key) ^ _mix(np.uint64(s))) & np.uint64(mask))
+
+
+@numba.njit(cache=True, inline="always")
+def _add(
+    slot_seed: np.ndarray,
+    slot_node: np.ndarray,
     counts: np.ndarray,
     max_nodes: int,
-) -> np.ndarray:
-    """Inserts (table, row) into each seed's hash set; True where new and the seed has room."""
-    keep = np.zeros(len(rows), dtype=np.bool_)
+    s: np.int64,
+    key: np.int64,
+) -> bool:
+    """Adds (seed, table<<48|row) to the batch's hash set: True where new and the seed has room."""
+    if counts[s] >= max_nodes:
+        return False
+    mask = len(slot_seed) - 1
+    h = _slot(s, key, mask)
+    while True:
+        k = slot_seed[h]
+        if k == -1:
+            slot_seed[h] = s
+            slot_node[h] = key
+            counts[s] += 1
+            return True
+        if k == s and slot_node[h] == key:
+            return False
+        h = (h + 1) & mask
+
+
+@numba.njit(cache=True)
+def _rehash(slot_seed: np.ndarray, slot_node: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    new_seed = np.full(cap, -1, dtype=np.int64)
+    new_node = np.empty(cap, dtype=np.int64)
     mask = cap - 1
-    for i in range(len(rows)):
-        s = seeds[i]
-        if counts[s] >= max_nodes:
+    for j in range(len(slot_seed)):
+        s = slot_seed[j]
+        if s == -1:
             continue
-        key = (np.int64(table_id) << np.int64(48)) | rows[i]
-        h = np.int64(_mix(np.uint64(key)) & np.uint64(mask))
-        base = s * cap
-        while True:
-            k = keys[base + h]
-            if k == -1:
-                keys[base + h] = key
-                keep[i] = True
-                counts[s] += 1
-                break
-            if k == key:
-                break
+        key = slot_node[j]
+        h = _slot(s, key, mask)
+        while new_seed[h] != -1:
             h = (h + 1) & mask
-    return keep
+        new_seed[h] = s
+        new_node[h] = key
+    return new_seed, new_node
+
+
+@numba.njit(cache=True, inline="always")
+def _visible_end(ctime: np.ndarray, lo: np.int64, hi: np.int64, anchor: np.int64) -> np.int64:
+    """First position in the time-sorted segment [lo, hi) with time > anchor (binary search)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ctime[mid] <= anchor:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, inline="always")
+def _pick(
+    chosen: np.ndarray,
+    take: int,
+    m: int,
+    uniform: bool,
+    seed_row: np.int64,
+    anchor: np.int64,
+    row: np.int64,
+    salt: np.uint64,
+) -> None:
+    """Fills chosen[:take] with offsets back from the newest eligible child (0 = newest): the most recent
+    ones, or `take` distinct uniform ones in increasing offset order."""
+    if not uniform or take == m:
+        for q in range(take):
+            chosen[q] = q
+        return
+    # rejection from a hash counter (k is small, so rejections are rare); the frontier row is part of
+    # the counter, or every node of a seed would pick the same positions
+    base = _mix(np.uint64(seed_row) ^ _mix(np.uint64(anchor) ^ _mix(np.uint64(row) ^ salt)))
+    got = 0
+    draw = np.uint64(0)
+    while got < take:
+        r = np.int64(_mix(base + draw) % np.uint64(m))
+        draw += np.uint64(1)
+        dup = False
+        for q in range(got):
+            if chosen[q] == r:
+                dup = True
+                break
+        if not dup:
+            chosen[got] = r
+            got += 1
+    chosen[:take].sort()
+
+
+@numba.njit(cache=True)
+def _children(
+    start: np.ndarray,
+    count: np.ndarray,
+    child: np.ndarray,
+    ctime: np.ndarray,
+    rows: np.ndarray,
+    anchors: np.ndarray,
+    seed_rows: np.ndarray,
+    k: int,
+    uniform: bool,
+    salt: np.uint64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to k children with time <= anchor per frontier node, before deduplication: (frontier index,
+    child row, rel time)."""
+    n = len(rows)
+    ends = np.empty(n, dtype=np.int64)
+    total = 0
+    for i in range(n):
+        lo = start[rows[i]]
+        ends[i] = _visible_end(ctime, lo, lo + count[rows[i]], anchors[i])
+        total += min(k, ends[i] - lo)
+    src = np.empty(total, dtype=np.int64)
+    out = np.empty(total, dtype=np.int64)
+    rel = np.empty(total, dtype=np.int64)
+    chosen = np.empty(max(k, 1), dtype=np.int64)
+    j = 0
+    for i in range(n):
+        e = ends[i]
+        m = e - start[rows[i]]
+        take = min(k, m)
+        _pick(chosen, take, m, uniform, seed_rows[i], anchors[i], rows[i], salt)
+        for q in range(take):
+            pos = e - 1 - chosen[q]
+            src[j] = i
+            out[j] = child[pos]
+            t = ctime[pos]
+            rel[j] = NO_TIME if t == TIME_STATIC else anchors[i] - t
+            j += 1
+    return src, out, rel
+
+
+@numba.njit(cache=True)
+def _add_seeds(
+    rows: np.ndarray,
+    table_id: int,
+    slot_seed: np.ndarray,
+    slot_node: np.ndarray,
+    counts: np.ndarray,
+    max_nodes: int,
+) -> None:
+    """Each seed is a node of its own subgraph (seeds sharing a row stay separate subgraphs)."""
+    key_hi = np.int64(table_id) << np.int64(48)
+    for s in range(len(rows)):
+        _add(slot_seed, slot_node, counts, max_nodes, np.int64(s), key_hi | rows[s])
 
 
 @numba.njit(cache=True)
@@ -174,83 +295,105 @@ def _parents(
 
 
 @numba.njit(cache=True)
-def _children(
-    start: np.ndarray,
-    count: np.ndarray,
-    child: np.ndarray,
-    ctime: np.ndarray,
-    rows: np.ndarray,
-    anchors: np.ndarray,
-    seed_rows: np.ndarray,
-    k: int,
-    uniform: bool,
-    salt: np.uint64,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Up to k children with time <= anchor per frontier node: (frontier index, child row, rel time)."""
-    n = len(rows)
-    lo_arr = np.empty(n, dtype=np.int64)
-    hi_arr = np.empty(n, dtype=np.int64)
-    total = 0
-    for i in range(n):
-        s = start[rows[i]]
-        c = count[rows[i]]
-        a = anchors[i]
-        # first position with time > anchor, by binary search on the time-sorted segment
-        lo, hi = s, s + c
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if ctime[mid] <= a:
-                lo = mid + 1
-            else:
-                hi = mid
-        lo_arr[i] = s
-        hi_arr[i] = lo
-        total += min(k, lo - s)
-    src = np.empty(total, dtype=np.int64)
-    out = np.empty(total, dtype=np.int64)
-    rel = np.empty(total, dtype=np.int64)
-    j = 0
-    for i in range(n):
-        s, e = lo_arr[i], hi_arr[i]
-        m = e - s
-        take = min(k, m)
-        if take == 0:
+def _append(
+    front: np.ndarray,
+    src: np.ndarray,
+    cand: np.ndarray,
+    rel: np.ndarray,
+    nodes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    n: int,
+    slot_seed: np.ndarray,
+    slot_node: np.ndarray,
+    counts: np.ndarray,
+    max_nodes: int,
+    table_id: int,
+    edge_id: int,
+    hop: int,
+) -> int:
+    """Appends the candidates (reached from frontier node front[src[i]]; skipped where cand < 0) that
+    their seed has not sampled yet and has room for. Kept apart from the kernels that find candidates:
+    their loops of independent random reads overlap in the memory system, which the branchy hash
+    probing here would prevent. The caller has made room for len(cand) nodes."""
+    bseed, btable, brow, bhop, bparent, bedge, brel = nodes
+    key_hi = np.int64(table_id) << np.int64(48)
+    for i in range(len(cand)):
+        c = cand[i]
+        if c < 0:
             continue
-        if not uniform or take == m:
-            # the most recent `take`, newest first
-            for q in range(take):
-                pos = e - 1 - q
-                src[j] = i
-                out[j] = child[pos]
-                t = ctime[pos]
-                rel[j] = NO_TIME if t == TIME_STATIC else anchors[i] - t
-                j += 1
-        else:
-            # k distinct positions by rejection from a hash counter (k is small, so rejections are rare)
-            base = _mix(np.uint64(seed_rows[i]) ^ _mix(np.uint64(anchors[i]) ^ salt))
-            chosen = np.empty(take, dtype=np.int64)
-            got = 0
-            draw = np.uint64(0)
-            while got < take:
-                r = np.int64(_mix(base + draw) % np.uint64(m))
-                draw += np.uint64(1)
-                dup = False
-                for q in range(got):
-                    if chosen[q] == r:
-                        dup = True
-                        break
-                if not dup:
-                    chosen[got] = r
-                    got += 1
-            chosen.sort()
-            for q in range(take):
-                pos = e - 1 - chosen[q]
-                src[j] = i
-                out[j] = child[pos]
-                t = ctime[pos]
-                rel[j] = NO_TIME if t == TIME_STATIC else anchors[i] - t
-                j += 1
-    return src, out, rel
+        g = front[src[i]]
+        s = bseed[g]
+        if _add(slot_seed, slot_node, counts, max_nodes, s, key_hi | c):
+            bseed[n], btable[n], brow[n], bhop[n] = s, table_id, c, hop
+            bparent[n], bedge[n], brel[n] = g, edge_id, rel[i]
+            n += 1
+    return n
+
+
+@numba.njit(cache=True)
+def _by_seed(bseed: np.ndarray, bparent: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stable counting sort of the nodes by seed: (order, seed_ptr, parent slot local to the seed)."""
+    n = len(bseed)
+    ptr = np.zeros(b + 1, dtype=np.int64)
+    for i in range(n):
+        ptr[bseed[i] + 1] += 1
+    for i in range(b):
+        ptr[i + 1] += ptr[i]
+    pos = ptr[:-1].copy()
+    order = np.empty(n, dtype=np.int64)
+    new_pos = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        s = bseed[i]
+        order[pos[s]] = i
+        new_pos[i] = pos[s]
+        pos[s] += 1
+    parent = np.empty(n, dtype=np.int32)
+    for q in range(n):
+        g = bparent[order[q]]
+        parent[q] = -1 if g < 0 else new_pos[g] - ptr[bseed[g]]
+    return order, ptr, parent
+
+
+class _Batch:
+    """The nodes of one batch in discovery order (hop by hop, seeds interleaved) and their hash set;
+    both grow by doubling before each append."""
+
+    def __init__(self, b: int, max_nodes: int) -> None:
+        cap = max(16, 8 * b)
+        self.n = 0
+        self.nodes = _buffers(cap)
+        self.counts = np.zeros(b, dtype=np.int64)
+        self.max_nodes = max_nodes
+        self.slot_seed = np.full(1 << (2 * cap).bit_length(), -1, dtype=np.int64)
+        self.slot_node = np.empty(len(self.slot_seed), dtype=np.int64)
+
+    def grow(self, extra: int) -> None:
+        """Makes room for `extra` more nodes."""
+        need = self.n + extra
+        if need > len(self.nodes[0]):
+            cap = max(need, 2 * len(self.nodes[0]))
+            new = _buffers(cap)
+            for old, arr in zip(self.nodes, new, strict=True):
+                arr[: self.n] = old[: self.n]
+            self.nodes = new
+        if 2 * need > len(self.slot_seed):
+            self.slot_seed, self.slot_node = _rehash(
+                self.slot_seed, self.slot_node, 1 << (4 * need).bit_length()
+            )
+
+
+def _buffers(
+    cap: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """seed, table, row, hop, parent (global index), edge, rel time."""
+    return (
+        np.empty(cap, dtype=np.int64),
+        np.empty(cap, dtype=np.int16),
+        np.empty(cap, dtype=np.int64),
+        np.empty(cap, dtype=np.int8),
+        np.empty(cap, dtype=np.int64),
+        np.empty(cap, dtype=np.int16),
+        np.empty(cap, dtype=np.int64),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -286,7 +429,11 @@ class TemporalSampler:
         return _EMPTY_I64 if t is None else t
 
     def sample(self, seed_table: str, seed_rows: np.ndarray, anchors: np.ndarray) -> Subgraph:
+        """Anchors are int64 ns or datetime64 (any unit; converted to ns, as the graph's times are)."""
         rows0 = np.ascontiguousarray(seed_rows, dtype=np.int64)
+        anchors = np.asarray(anchors)
+        if anchors.dtype.kind == "M":
+            anchors = anchors.astype("datetime64[ns]").view(np.int64)
         anchors = np.ascontiguousarray(anchors, dtype=np.int64)
         b = len(rows0)
         if len(anchors) != b:
@@ -297,40 +444,37 @@ class TemporalSampler:
                 f"sampler: seed rows out of range for table '{seed_table}' ({tab.num_rows} rows)"
             )
         cfg = self.cfg
-        cap = 1 << int(np.ceil(np.log2(max(2 * cfg.max_nodes, 2))))
-        keys = np.full(b * cap, -1, dtype=np.int64)
-        counts = np.zeros(b, dtype=np.int64)
-        seed_ids = np.arange(b, dtype=np.int64)
+        bt = _Batch(b, cfg.max_nodes)
         sid = self.table_id[seed_table]
-        _insert(keys, cap, seed_ids, sid, rows0, counts, cfg.max_nodes)
+        bseed, btable, brow, bhop, bparent, bedge, brel = bt.nodes
+        bseed[:b] = np.arange(b)
+        btable[:b], brow[:b], bhop[:b], bparent[:b], bedge[:b] = sid, rows0, 0, -1, -1
+        brel[:b] = NO_TIME
         stime = self._time(seed_table)
-        rel0 = np.full(b, NO_TIME, dtype=np.int64)
         if len(stime):
             st = stime[rows0]
             ok = (st != TIME_STATIC) & (st != TIME_NULL)
-            rel0[ok] = anchors[ok] - st[ok]
-        # global node lists (seed-interleaved), regrouped by seed at the end
-        parts_seed = [seed_ids]
-        parts_table = [np.full(b, sid, dtype=np.int16)]
-        parts_row = [rows0]
-        parts_hop = [np.zeros(b, dtype=np.int8)]
-        parts_parent = [np.full(b, -1, dtype=np.int64)]
-        parts_edge = [np.full(b, -1, dtype=np.int16)]
-        parts_rel = [rel0]
-        total = b
-        frontier = {
-            seed_table: (seed_ids, rows0, np.arange(b, dtype=np.int64))
-        }  # seed idx, row, global node idx
-        seed_rows_by_seed = rows0
+            brel[:b][ok] = anchors[ok] - st[ok]
+        bt.n = b
+        _add_seeds(rows0, sid, bt.slot_seed, bt.slot_node, bt.counts, cfg.max_nodes)
+        hop_start, hop_end = 0, b
+        uniform = cfg.strategy == "uniform"
         for hop in range(cfg.hops):
-            nxt: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-            for table, (fs, fr, fg) in frontier.items():
+            # Frontier tables in table order, and within a table in discovery order: the order of
+            # expansion decides each seed's parent slots and what the node budget cuts, so it must not
+            # depend on which other seeds share the batch.
+            tables = bt.nodes[1][hop_start:hop_end]
+            for table in self.table_names:
+                front = hop_start + np.flatnonzero(tables == self.table_id[table])
+                if not len(front):
+                    continue
+                fs, fr = bt.nodes[0][front], bt.nodes[2][front]
                 fa = anchors[fs]
+                every = np.arange(len(front))
                 for e in self._out_edges[table]:
                     if e.to_parent:
-                        prow, rel = _parents(self.graph.table(e.child).fk(e.fk), self._time(e.parent), fr, fa)
-                        src = np.flatnonzero(prow >= 0)
-                        new_rows, new_rel = prow[src], rel[src]
+                        cand, rel = _parents(self.graph.table(e.child).fk(e.fk), self._time(e.parent), fr, fa)
+                        src = every
                     else:
                         k = self.fanout(e, hop)
                         if k <= 0:
@@ -339,80 +483,39 @@ class TemporalSampler:
                         salt = np.uint64(
                             (cfg.random_seed * 1_000_003 + hop * 7919 + e.index) & 0xFFFFFFFFFFFF
                         )
-                        src, new_rows, new_rel = _children(
-                            csr.start,
-                            csr.count,
-                            csr.child,
-                            csr.time,
-                            fr,
-                            fa,
-                            seed_rows_by_seed[fs],
-                            k,
-                            cfg.strategy == "uniform",
-                            salt,
+                        src, cand, rel = _children(
+                            csr.start, csr.count, csr.child, csr.time, fr, fa, rows0[fs], k, uniform, salt
                         )
-                    if len(src) == 0:
-                        continue
-                    seeds = fs[src]
-                    keep = _insert(keys, cap, seeds, self.table_id[e.dst], new_rows, counts, cfg.max_nodes)
-                    if not keep.any():
-                        continue
-                    seeds, new_rows, new_rel, par = seeds[keep], new_rows[keep], new_rel[keep], fg[src][keep]
-                    gidx = np.arange(total, total + len(seeds), dtype=np.int64)
-                    total += len(seeds)
-                    parts_seed.append(seeds)
-                    parts_table.append(np.full(len(seeds), self.table_id[e.dst], dtype=np.int16))
-                    parts_row.append(new_rows)
-                    parts_hop.append(np.full(len(seeds), hop + 1, dtype=np.int8))
-                    parts_parent.append(par)
-                    parts_edge.append(np.full(len(seeds), e.index, dtype=np.int16))
-                    parts_rel.append(new_rel)
-                    nxt.setdefault(e.dst, []).append((seeds, new_rows, gidx))
-            frontier = {
-                t: (
-                    np.concatenate([x[0] for x in v]),
-                    np.concatenate([x[1] for x in v]),
-                    np.concatenate([x[2] for x in v]),
-                )
-                for t, v in nxt.items()
-            }
-            if not frontier:
+                    bt.grow(len(cand))
+                    bt.n = _append(
+                        front,
+                        src,
+                        cand,
+                        rel,
+                        bt.nodes,
+                        bt.n,
+                        bt.slot_seed,
+                        bt.slot_node,
+                        bt.counts,
+                        cfg.max_nodes,
+                        self.table_id[e.dst],
+                        e.index,
+                        hop + 1,
+                    )
+            hop_start, hop_end = hop_end, bt.n
+            if hop_start == hop_end:
                 break
-        return self._group(
-            b, anchors, parts_seed, parts_table, parts_row, parts_hop, parts_parent, parts_edge, parts_rel
-        )
-
-    def _group(
-        self,
-        b: int,
-        anchors: np.ndarray,
-        seed: list[np.ndarray],
-        table: list[np.ndarray],
-        row: list[np.ndarray],
-        hop: list[np.ndarray],
-        parent: list[np.ndarray],
-        edge: list[np.ndarray],
-        rel: list[np.ndarray],
-    ) -> Subgraph:
-        s = np.concatenate(seed)
-        order = np.argsort(s, kind="stable")  # by seed, keeping hop/discovery order inside each seed
-        ptr = np.zeros(b + 1, dtype=np.int64)
-        np.cumsum(np.bincount(s, minlength=b), out=ptr[1:])
-        new_pos = np.empty(len(order), dtype=np.int64)
-        new_pos[order] = np.arange(len(order))
-        par_global = np.concatenate(parent)[order]
-        s_sorted = s[order]
-        par_local = np.where(par_global >= 0, new_pos[np.maximum(par_global, 0)] - ptr[s_sorted], -1).astype(
-            np.int32
-        )
+        n = bt.n
+        bseed, btable, brow, bhop, bparent, bedge, brel = (a[:n] for a in bt.nodes)
+        order, ptr, parent = _by_seed(bseed, bparent, b)
         return Subgraph(
             seed_ptr=ptr,
-            table=np.concatenate(table)[order],
-            row=np.concatenate(row)[order],
-            hop=np.concatenate(hop)[order],
-            parent=par_local,
-            edge=np.concatenate(edge)[order],
-            rel_time=np.concatenate(rel)[order],
+            table=btable[order],
+            row=brow[order],
+            hop=bhop[order],
+            parent=parent,
+            edge=bedge[order],
+            rel_time=brel[order],
             anchor=anchors,
             table_names=self.table_names,
             edge_types=self.edge_types,
@@ -421,9 +524,10 @@ class TemporalSampler:
 
 def gather(graph: Graph, sub: Subgraph, table: str, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(node indices, values, valid) of one scalar column for every sampled node of `table`."""
+    view = graph.table(table)  # unknown table: a one-line error with a suggestion
     tid = sub.table_names.index(table)
     nodes = np.flatnonzero(sub.table == tid)
-    col = graph.table(table).column(column)
+    col = view.column(column)
     rows = sub.row[nodes]
     if col.value is None:
         raise RelfmError(f"column '{table}.{column}' is not a scalar column")

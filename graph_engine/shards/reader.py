@@ -79,9 +79,15 @@ class TableView:
             if name not in self.meta["arrays"]:
                 raise KeyError(f"table '{self.name}' has no array '{name}'")
             ai = ArrayInfo.from_dict(self.meta["arrays"][name])
-            self._cache[name] = map_array(
-                [self.graph.path / f.path for f in ai.files], np.dtype(ai.dtype), tuple(ai.shape)
-            )
+            try:
+                self._cache[name] = map_array(
+                    [self.graph.path / f.path for f in ai.files], np.dtype(ai.dtype), tuple(ai.shape)
+                )
+            except OSError as e:  # a shard file missing or cut short: a damaged copy, not a crash
+                raise SourceError(
+                    f"graph {self.graph.path}: cannot map array '{name}' of table '{self.name}' "
+                    f"({e.strerror or e})"
+                ) from None
         return self._cache[name]
 
     def has(self, name: str) -> bool:

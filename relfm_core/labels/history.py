@@ -47,8 +47,8 @@ def history(
     engine: LabelEngine, entity_rows: npt.ArrayLike, anchors: npt.ArrayLike, scales: tuple[int, ...] = SCALES
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """[n, MAX_AGGREGATIONS * len(scales)] values (0 where null or absent) and validity."""
-    pairs = engine._pairs(entity_rows, anchors)
-    n = len(pairs.rows)
+    rows = np.asarray(entity_rows, dtype=np.int64)
+    n = len(rows)
     width = MAX_AGGREGATIONS * len(scales)
     values = np.zeros((n, width), dtype=np.float64)
     valid = np.zeros((n, width), dtype=bool)
@@ -56,7 +56,7 @@ def history(
         length = agg.end - (0 if agg.start == -np.inf else int(agg.start))
         for si, k in enumerate(scales):
             past = dataclasses.replace(agg, start=-k * max(int(length), 1), end=0)
-            out = engine._operand(past, pairs)
+            out = engine.aggregate(past, rows, anchors)
             if isinstance(out, ListResult):
                 continue
             col = ai * len(scales) + si
@@ -66,4 +66,4 @@ def history(
                 continue
             values[:, col] = np.where(out.valid, out.numbers(), 0.0)
             valid[:, col] = out.valid
-    return pairs.restore(values), pairs.restore(valid)
+    return values, valid

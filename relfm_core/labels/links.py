@@ -69,8 +69,11 @@ def popularity(engine: LabelEngine, anchor: int, scale: int, n_dest: int) -> npt
     agg = link_aggregation(engine)
     rows = np.arange(engine.num_entities, dtype=np.int64)
     length = max(int(agg.end - agg.start), 1)
-    pairs = engine._pairs(rows, np.full(len(rows), anchor, dtype=np.int64))
-    res = engine._operand(dataclasses.replace(agg, start=-scale * length, end=0), pairs)
+    res = engine.aggregate(
+        dataclasses.replace(agg, start=-scale * length, end=0),
+        rows,
+        np.full(len(rows), anchor, dtype=np.int64),
+    )
     assert isinstance(res, ListResult)
     return np.bincount(res.items, minlength=n_dest).astype(np.float64)
 

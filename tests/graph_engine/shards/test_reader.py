@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from graph_engine.errors import SourceError, SpecError
-from graph_engine.shards.local_builder import build_local
+from graph_engine.shards.local_builder import BuildConfig, build_local
 from graph_engine.shards.reader import Graph
 from graph_engine.spec import GraphSpec
 
@@ -114,3 +114,127 @@ def test_graph_without_time_columns_has_no_time_range(graph: Graph) -> None:
     with pytest.raises(SourceError) as e:
         graph.max_time()
     assert str(e.value) == f"graph {graph.path}: no table has a time column"
+
+
+# ------------------------------------------------------------------ multi-shard graphs
+N_BIG = 150_000  # three shards at rows_per_shard=65536
+
+
+def _big_graph(root: Path, rows_per_shard: int) -> Graph:
+    """One parent table (string keys) and a 150k-row child table with times, a text column and a link."""
+    rng = np.random.default_rng(1)
+    if not (root / "kids.parquet").exists():
+        ids = rng.permutation(N_BIG) * 3 - 7
+        pq.write_table(
+            pa.table(
+                {
+                    "kid": ids,
+                    "code": [f"p{v}" for v in rng.integers(0, 500, size=N_BIG)],
+                    "at": pa.array(rng.integers(0, 10**6, size=N_BIG) * 10**6, pa.timestamp("us")),
+                    "note": [f"é{i % 97}" * int(i % 3) if i % 11 else None for i in range(N_BIG)],
+                    "v": rng.normal(size=N_BIG),
+                }
+            ),
+            root / "kids.parquet",
+        )
+        pq.write_table(pa.table({"code": [f"p{i}" for i in range(500)]}), root / "parents.parquet")
+    spec = GraphSpec.from_dict(
+        {
+            "tables": {
+                "parents": {"source": "parents.parquet", "primary_key": "code", "time_column": None},
+                "kids": {
+                    "source": "kids.parquet",
+                    "primary_key": "kid",
+                    "time_column": "at",
+                    "foreign_keys": {"code": "parents"},
+                    "semantic_types": {
+                        "kid": "id",
+                        "code": "id",
+                        "at": "timestamp",
+                        "note": "text",
+                        "v": "numerical",
+                    },
+                },
+            }
+        },
+        base_dir=root,
+    )
+    out = root / f"g{rows_per_shard}"
+    build_local(spec, out, BuildConfig(rows_per_shard=rows_per_shard))
+    return Graph.open(out)
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Graph, Graph]:
+    root = tmp_path_factory.mktemp("sharded")
+    return _big_graph(root, 65536), _big_graph(root, 1 << 22)
+
+
+def test_multi_shard_arrays_are_their_concatenation(sharded: tuple[Graph, Graph]) -> None:
+    g, one = sharded
+    for t in ("kids", "parents"):
+        for name, info in g[t].meta["arrays"].items():
+            arr = g[t].array(name)
+            if t == "kids" and info["layout"] == "rows":
+                assert len(info["files"]) == 3
+            raw = b"".join((g.path / f["path"]).read_bytes() for f in info["files"])
+            assert arr.flags.c_contiguous and not arr.flags.writeable
+            assert arr.tobytes() == raw[: arr.nbytes], f"{t}.{name}"
+            if info["layout"] == "rows" and not name.endswith(".start"):  # starts index padded segments
+                assert arr.tobytes() == one[t].array(name).tobytes(), f"{t}.{name}"
+
+
+def test_multi_shard_reads_match_a_single_shard_build(sharded: tuple[Graph, Graph]) -> None:
+    g, one = sharded
+    rows = np.array([0, 65535, 65536, 131071, 131072, N_BIG - 1, 7, 99_999])
+    kids, kids1 = g["kids"], one["kids"]
+    assert kids.column("note").text(rows) == kids1.column("note").text(rows)
+    keys = kids.key_values(rows)
+    assert keys.tolist() == kids1.key_values(rows).tolist()
+    assert kids.lookup(keys).tolist() == rows.tolist()
+    assert kids.lookup([-8, 10**9]).tolist() == [-1, -1]
+    parents, parents1 = g["parents"], one["parents"]
+    for p in parents.lookup(["p0", "p123", "p499"]).tolist():
+        c, c1 = parents.csr("kids", "code"), parents1.csr("kids", "code")
+        s, n = int(c.start[p]), int(c.count[p])
+        s1 = int(c1.start[p])
+        assert n == int(c1.count[p]) and n > 0
+        assert c.child[s : s + n].tolist() == c1.child[s1 : s1 + n].tolist()
+        assert c.time[s : s + n].tolist() == sorted(c.time[s : s + n].tolist())
+        assert (kids.fk("code")[c.child[s : s + n]] == p).all()
+
+
+def test_text_decodes_every_row_across_shards(sharded: tuple[Graph, Graph]) -> None:
+    g, _ = sharded
+    src = pq.read_table(g.path.parent / "kids.parquet", columns=["kid", "note"]).to_pydict()
+    rows = g["kids"].lookup(src["kid"])
+    got = g["kids"].column("note").text(rows[::997])
+    assert got == src["note"][::997]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
+def test_opening_reads_only_the_manifest(sharded: tuple[Graph, Graph], tmp_path: Path) -> None:
+    g, _ = sharded
+
+    def mappings_of(files: set[str]) -> int:
+        return sum(line.split()[-1] in files for line in Path("/proc/self/maps").read_text().splitlines())
+
+    kids_files = {str(g.path / f["path"]) for a in g["kids"].meta["arrays"].values() for f in a["files"]}
+    time_files = {str(g.path / f["path"]) for f in g["kids"].meta["arrays"]["__time__"]["files"]}
+    before, before_time = mappings_of(kids_files), mappings_of(time_files)
+    fresh = Graph.open(g.path)
+    assert fresh["kids"].num_rows == N_BIG and fresh.max_time() >= fresh.min_time()
+    assert mappings_of(kids_files) == before  # opening and metadata map nothing
+    assert fresh["kids"].time is not None
+    assert mappings_of(time_files) == before_time + 3  # first access maps the three shard files
+    assert mappings_of(kids_files) == before + 3
+    # A folder holding only the manifest opens and answers metadata; arrays fail with a one-line error.
+    (tmp_path / "manifest.json").write_bytes((g.path / "manifest.json").read_bytes())
+    bare = Graph.open(tmp_path)
+    assert bare.table_names == g.table_names and bare["kids"].num_rows == N_BIG
+    with pytest.raises(SourceError) as e:
+        bare["kids"].fk("code")
+    assert str(e.value).startswith(
+        f"graph {tmp_path.resolve()}: cannot map array 'fk.code' of table 'kids' ("
+    )
+    assert "\n" not in str(e.value)
