@@ -7,6 +7,7 @@ values, vocabularies are sorted).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,16 @@ def categorical_vocab(arr: pa.ChunkedArray | pa.Array) -> list[Any]:
     values = uniq.to_pylist()
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         return sorted(values, key=lambda s: s.encode("utf-8"))
+    if pa.types.is_floating(arr.type):
+        # NaN compares false and -0.0 equals 0.0, so a plain sort would depend on the order values were
+        # met in, which differs between builders: NaN last, -0.0 before 0.0.
+        return sorted(values, key=_float_order)
     return sorted(values)
+
+
+def _float_order(v: float) -> tuple[bool, float, float]:
+    nan = math.isnan(v)
+    return (nan, 0.0 if nan else v, math.copysign(1.0, v))
 
 
 def encode_categorical(arr: pa.ChunkedArray | pa.Array, vocab: list[Any]) -> tuple[np.ndarray, np.ndarray]:

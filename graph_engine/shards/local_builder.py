@@ -222,6 +222,7 @@ class LocalBuilder:
             times = encode.time_values(self._take(t, self._column(t, col, as_time=True)), n)
             if n_added:
                 assert tk.order is not None
+                times = times.copy()  # time_values may be a read-only view of Arrow memory
                 times[tk.order >= tk.n_source] = TIME_STATIC
             if not end:
                 meta.update(time_stats(times))

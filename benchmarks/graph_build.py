@@ -1,0 +1,154 @@
+"""Graph build throughput, local (Arrow/NumPy) against Spark (local[cores]), on growing synthetic graphs.
+
+    .venv/bin/python benchmarks/graph_build.py [--sizes 1000000 3000000 10000000] [--cores 2]
+        [--engines local spark] [--dir .relfm/bench/graph_build] [--rows-per-shard 4194304]
+
+For each size (event rows, i.e. edges of the e-commerce graph of `graph_engine.synthetic.default_config`)
+the database is generated once as Parquet (reused on later runs), then built by each engine into a fresh
+folder. Throughput is graph rows per second of build wall time (the manifest's row count, all tables;
+edges per second are printed too). Both builds of a size must give the same checksum; the output says
+whether they did. A least-squares line seconds = overhead + rows / throughput is fitted to the Spark builds:
+linear scaling means rows/s roughly constant once rows dwarf the fixed overhead (session warm-up, job
+scheduling), so the fit reports both. Pass --sizes 100000000 for the 100M-row point. Prints one JSON
+object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graph_engine.shards.local_builder import BuildConfig, build_local
+from graph_engine.spec import GraphSpec
+from graph_engine.synthetic import default_config, generate
+
+SPEC_FILE = "graph.yaml"
+
+
+def database(root: Path, size: int, seed: int) -> GraphSpec:
+    """The synthetic database of `size` event rows under root (generated once, then reused)."""
+    folder = root / f"events-{size}-seed{seed}" / "data"
+    done = folder / ".complete"
+    if not done.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        generate(default_config(size, seed), folder, "parquet")
+        done.write_text("ok\n")
+    return GraphSpec.from_yaml(folder / SPEC_FILE)
+
+
+def spark_session(cores: int, memory: str) -> Any:
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName("relfm-graph-build-bench")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", memory)
+        .config("spark.sql.shuffle.partitions", str(4 * cores))
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.range(1000).count()  # JVM warm-up is a one-off, not part of any build
+    return spark
+
+
+def timed_build(engine: str, spec: GraphSpec, out: Path, cfg: BuildConfig, spark: Any) -> dict[str, Any]:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    if engine == "local":
+        manifest = build_local(spec, out, cfg)
+    else:
+        from graph_engine.shards.spark_builder import build_spark
+
+        manifest = build_spark(spec, out, cfg, spark=spark)
+    seconds = time.perf_counter() - t0
+    rows, edges = manifest["counts"]["rows"], manifest["counts"]["edges"]
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "seconds": round(seconds, 2),
+        "rows": rows,
+        "edges": edges,
+        "rows_per_s": round(rows / seconds),
+        "edges_per_s": round(edges / seconds),
+        "checksum": manifest["checksum"],
+    }
+
+
+def linear_fit(points: list[tuple[int, float]]) -> dict[str, Any]:
+    """seconds = overhead + rows / throughput, by least squares (needs two sizes)."""
+    if len(points) < 2:
+        return {"note": "one size: no fit"}
+    rows = np.array([p[0] for p in points], dtype=np.float64)
+    secs = np.array([p[1] for p in points], dtype=np.float64)
+    slope, overhead = np.polyfit(rows, secs, 1)
+    pred = overhead + slope * rows
+    ss_res = float(((secs - pred) ** 2).sum())
+    ss_tot = float(((secs - secs.mean()) ** 2).sum()) or 1.0
+    per_size = rows / secs
+    return {
+        "overhead_s": round(float(overhead), 2),
+        "marginal_rows_per_s": round(1.0 / slope) if slope > 0 else None,
+        "r2": round(1.0 - ss_res / ss_tot, 4),
+        "rows_per_s_largest_over_smallest": round(float(per_size[-1] / per_size[0]), 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
+    ap.add_argument("--engines", nargs="+", default=["local", "spark"], choices=["local", "spark"])
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--driver-memory", default="4g")
+    ap.add_argument("--rows-per-shard", type=int, default=BuildConfig().rows_per_shard)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dir", type=Path, default=Path(".relfm/bench/graph_build"))
+    args = ap.parse_args()
+
+    cfg = BuildConfig(rows_per_shard=args.rows_per_shard)
+    spark = spark_session(args.cores, args.driver_memory) if "spark" in args.engines else None
+    results = []
+    for size in sorted(args.sizes):
+        t0 = time.perf_counter()
+        spec = database(args.dir, size, args.seed)
+        entry: dict[str, Any] = {"events": size, "generate_s": round(time.perf_counter() - t0, 2)}
+        for engine in args.engines:
+            entry[engine] = timed_build(
+                engine, spec, args.dir / f"events-{size}-seed{args.seed}" / engine, cfg, spark
+            )
+        checksums = {entry[e]["checksum"] for e in args.engines}
+        entry["identical"] = len(checksums) == 1
+        results.append(entry)
+        print(json.dumps(entry), file=sys.stderr, flush=True)
+    out: dict[str, Any] = {
+        "benchmark": "graph_build",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "spark_cores": args.cores,
+        "rows_per_shard": args.rows_per_shard,
+        "results": results,
+    }
+    if "spark" in args.engines:
+        out["spark_scaling"] = linear_fit([(r["spark"]["rows"], r["spark"]["seconds"]) for r in results])
+    if "local" in args.engines:
+        out["local_scaling"] = linear_fit([(r["local"]["rows"], r["local"]["seconds"]) for r in results])
+    print(json.dumps(out, indent=1))
+    if spark is not None:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()
