@@ -26,14 +26,20 @@ def load_config(path: str | Path) -> PretrainConfig:
         raise RelfmError(f"pretrain config {p}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
-def run(config_path: str | Path, out_dir: str | Path, progress: Callable[[int, int], None] | None = None,
-        tracking_uri: str | None = None) -> Path:
+def run(
+    config_path: str | Path,
+    out_dir: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+    tracking_uri: str | None = None,
+) -> Path:
     cfg = load_config(config_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "mlflow_run_id"
     run_id = run_file.read_text().strip() if run_file.is_file() else None
-    with tracking.run(f"pretrain-{cfg.name}", experiment="relfm-pretrain", tracking=tracking_uri, run_id=run_id) as r:
+    with tracking.run(
+        f"pretrain-{cfg.name}", experiment="relfm-pretrain", tracking=tracking_uri, run_id=run_id
+    ) as r:
         run_file.write_text(r.info.run_id)
         if run_id is None:
             tracking.log_params({"config": json.dumps(cfg.model_dump()), "name": cfg.name})

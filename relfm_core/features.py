@@ -33,7 +33,10 @@ _QUANTILES = np.linspace(0.0, 1.0, 65)
 @dataclass(frozen=True)
 class FeatureConfig:
     max_cells: int = 16  # feature columns read per row; later columns are ignored
-    max_text_rows: int = 4096  # text cells embedded per batch (more are embedded by hashing instead)
+    # Text cells of tables up to this many rows are embedded once per graph by the sentence encoder;
+    # larger tables use the hashed bag-of-words encoder (encoding millions of distinct texts with MiniLM
+    # on CPU would cost hours: it was 90% of pretraining's input time).
+    minilm_text_rows: int = 5000
 
 
 @dataclass
@@ -47,6 +50,7 @@ class ColumnStats:
     log_freq: np.ndarray | None = None  # per category code
     value_offset: int = 0  # first row of this column's category embeddings in the value table
     emb_proj: np.ndarray | None = None  # embedding columns: fixed projection to DIM
+    text_emb: np.ndarray | None = None  # text columns of small tables: every row's sentence embedding
 
 
 @dataclass
@@ -115,6 +119,10 @@ class GraphFeatures:
             vocab = col.vocab or []
             cs.value_offset = len(values)
             values.extend(f"{_words(cs.name)} is {v}" for v in vocab)
+        elif cs.stype == SemanticType.text:
+            if 0 < n <= self.cfg.minilm_text_rows:
+                texts = col.text(np.arange(n))
+                cs.text_emb = self.text.encode([t or "" for t in texts])
         elif cs.stype == SemanticType.embedding:
             assert col.value is not None
             d = int(col.value.shape[1]) if col.value.ndim == 2 else 0
@@ -246,10 +254,11 @@ class GraphFeatures:
                 f[i, 0] = np.log1p(k)
             return f, (np.where(valid, next_index + np.arange(m), 0), vecs)
         if cs.stype == SemanticType.text:
-            texts = col.text(rows)
-            present = [t or "" for t in texts]
-            f[:, 0] = np.log1p(np.array([len(t) for t in present], dtype=np.float32)) / 5.0
-            vecs = self.text.encode(present) if m <= self.cfg.max_text_rows else _hashed(present)
+            f[:, 0] = np.log1p(np.asarray(col.count[rows], dtype=np.float32)) / 5.0
+            if cs.text_emb is not None:
+                vecs = cs.text_emb[rows]
+            else:
+                vecs = _hashed([t or "" for t in col.text(rows)])
             return f, (np.where(valid, next_index + np.arange(m), 0), vecs)
         if cs.stype == SemanticType.embedding and cs.emb_proj is not None:
             e = np.asarray(col.value[rows], dtype=np.float32)

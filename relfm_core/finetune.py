@@ -129,14 +129,14 @@ def finetune(
         norm = TargetNorm.fit(task, y_tr)
         y_tr, y_va = norm.forward(y_tr), norm.forward(y_va)
     builder = InputBuilder(graph, features, lags=base.cfg.lags)
-    from relfm_core.labels.history import history
+    from relfm_core.labels.history import history as past_values  # `history` is the epoch log below
 
     def pairs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         rows = df["entity_row"].to_numpy(np.int64)
         return rows, pd.to_datetime(df["anchor_time"]).to_numpy("datetime64[ns]").astype(np.int64)
 
     # history statistics come from the whole training table, as the target normalisation does
-    norm = norm.with_history(*history(engine, *pairs(train)))
+    norm = norm.with_history(*past_values(engine, *pairs(train)))
 
     def build(df: pd.DataFrame) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         rows, anchors = pairs(df)

@@ -136,7 +136,10 @@ def multiclass_metrics(y: Sequence[Any], pred: Sequence[Any]) -> dict[str, float
 
 
 def ranking_metrics(
-    truth: Sequence[Sequence[Any]], ranked: Sequence[Sequence[Any]], k: int, catalogue: Sequence[Any] | None = None,
+    truth: Sequence[Sequence[Any]],
+    ranked: Sequence[Sequence[Any]],
+    k: int,
+    catalogue: Sequence[Any] | None = None,
     popularity: dict[Any, float] | None = None,
 ) -> dict[str, float]:
     """MAP@k, recall@k, NDCG@k over entities with a non-empty truth, plus coverage and popularity bias."""

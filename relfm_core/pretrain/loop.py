@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,7 +93,10 @@ def _producer(cfg_json: str, pool_dir: str, names: list[str], out: Any, seed: in
     text = TextEncoder(Path(pool_dir) / "text-embeddings.sqlite")
     entries = [open_database(n, Path(pool_dir), cfg, text, ep) for n in names]
     rng = np.random.default_rng(seed)
+    parent = os.getppid()
     while True:
+        if os.getppid() != parent:
+            return  # the trainer is gone (killed): do not linger as an orphan
         entry = entries[int(rng.integers(len(entries)))]
         try:
             episode = make_episode(entry, rng, ep)
@@ -119,6 +124,10 @@ def _recall_at(scores: np.ndarray, target: np.ndarray, mask: np.ndarray, k: int 
     n = (target & mask).sum(1)
     ok = n > 0
     return float((hits[ok] / np.minimum(n[ok], k)).mean()) if ok.any() else float("nan")
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def evaluate_episodes(model: RelationalFM, episodes: list[Episode]) -> dict[str, float]:
@@ -197,6 +206,8 @@ def pretrain(
         daemon=True,
     )
     worker.start()
+    # SIGTERM (a scheduler stopping the job) must still stop the producer and keep the last checkpoint
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     restarts = int(state.get("producer_restarts", 0)) + 1
     try:
         last_eval = trainer.step_num
