@@ -12,11 +12,14 @@ import sys
 import typer
 
 from graph_engine.errors import RelfmError
+from jobs.commands import evaluate as evaluate_cmd
+from jobs.commands import finetune as finetune_cmd
 from jobs.commands import graph as graph_cmd
 from jobs.commands import labels as labels_cmd
 from jobs.commands import predict as predict_cmd
 from jobs.commands import pretrain as pretrain_cmd
 from jobs.commands import run as run_cmd
+from jobs.commands import score as score_cmd
 
 app = typer.Typer(
     help="relfm: a relational foundation model and the nightly batch-scoring pipeline around it.",
@@ -30,6 +33,9 @@ run_cmd.register(app)
 pretrain_cmd.register(app)
 labels_cmd.register(app)
 predict_cmd.register(app)
+finetune_cmd.register(app)
+score_cmd.register(app)
+evaluate_cmd.register(app)
 
 
 def main() -> None:

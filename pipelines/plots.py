@@ -235,11 +235,15 @@ def log_plots(
     previous: Any = None,
     out_dir: str | Path | None = None,
     artifact_path: str = "plots",
+    labelled_pred: Any = None,
 ) -> dict[str, Path]:
     """Renders the plots that apply and logs them to the active MLflow run under `artifact_path`.
 
     `pred`: tonight's scores (probabilities for binary tasks). `y`: labels of the backtest window, when
-    there are any (ROC and calibration for binary, predicted-vs-actual for regression). `previous`: the
+    there are any (ROC and calibration for binary, predicted-vs-actual for regression), paired with
+    `labelled_pred`, the model's predictions for those labelled rows (default `pred`: when tonight's scores
+    are themselves the labelled ones). The nightly job passes both: tonight's entities have no labels yet,
+    so its ROC comes from the backtest window and its score distribution from tonight. `previous`: the
     previous run's scores; with it, the drift plot is drawn and `drift_psi`, `drift_ks` and
     `drift_ks_pvalue` are logged as metrics. Returns {plot name: local PNG path}.
     """
@@ -249,11 +253,12 @@ def log_plots(
         raise RelfmError("plots: no active MLflow run to log plots to (call inside pipelines.tracking.run)")
     d = Path(tempfile.mkdtemp(prefix="relfm-plots-")) if out_dir is None else Path(out_dir)
     paths: dict[str, Path] = {"score_distribution": score_distribution_plot(pred, d)}
+    scored = pred if labelled_pred is None else labelled_pred
     if y is not None and task_type == "binary":
-        paths["roc_curve"] = roc_curve_plot(y, pred, d)
-        paths["calibration"] = calibration_plot(y, pred, d)
+        paths["roc_curve"] = roc_curve_plot(y, scored, d)
+        paths["calibration"] = calibration_plot(y, scored, d)
     elif y is not None and task_type == "regression":
-        paths["predicted_vs_actual"] = predicted_vs_actual_plot(y, pred, d)
+        paths["predicted_vs_actual"] = predicted_vs_actual_plot(y, scored, d)
     if previous is not None:
         drift = drift_plot(pred, previous, d)
         paths["drift"] = drift.path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ def setup(configured: str | None = None, experiment: str = "relfm") -> str:
 
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress is enough
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = tracking_uri(configured)
@@ -51,8 +53,13 @@ def setup(configured: str | None = None, experiment: str = "relfm") -> str:
 
 
 @contextmanager
-def run(name: str, experiment: str = "relfm", tracking: str | None = None, tags: dict[str, str] | None = None,
-        run_id: str | None = None) -> Iterator[Any]:
+def run(
+    name: str,
+    experiment: str = "relfm",
+    tracking: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
+) -> Iterator[Any]:
     import mlflow
 
     setup(tracking, experiment)
@@ -103,7 +110,9 @@ def log_graph(graph: Any) -> None:
             **{f"relfm.source.{t}": str(s.get("version")) for t, s in sources.items()},
         }
     )
-    log_params({"graph_id": graph.graph_id, "source_versions": json.dumps(source_versions(graph), sort_keys=True)})
+    log_params(
+        {"graph_id": graph.graph_id, "source_versions": json.dumps(source_versions(graph), sort_keys=True)}
+    )
 
 
 def source_versions(graph: Any) -> dict[str, str]:
@@ -121,8 +130,13 @@ def prediction_stats(values: Any) -> dict[str, float]:
     v = v[np.isfinite(v)]
     if len(v) == 0:
         return {"pred_count": 0.0}
-    out = {"pred_count": float(len(v)), "pred_mean": float(v.mean()), "pred_std": float(v.std()),
-           "pred_min": float(v.min()), "pred_max": float(v.max())}
+    out = {
+        "pred_count": float(len(v)),
+        "pred_mean": float(v.mean()),
+        "pred_std": float(v.std()),
+        "pred_min": float(v.min()),
+        "pred_max": float(v.max()),
+    }
     for q, x in zip(QUANTILES, np.quantile(v, QUANTILES), strict=True):
         out[f"pred_p{round(q * 100):02d}"] = float(x)
     return out
@@ -171,3 +185,71 @@ def log_table(path: str | Path, version: int, rows: int) -> None:
     mlflow.set_tags({"relfm.prediction_table": str(path), "relfm.prediction_table_version": str(version)})
     log_params({"prediction_table": str(path), "prediction_table_version": version})
     mlflow.log_metrics({"prediction_rows": float(rows), "prediction_table_version": float(version)})
+
+
+class MetricsFollower:
+    """Logs to an MLflow run the step metrics that training ranks append to a JSONL file, while they
+    train (a background thread) and once more when they are done.
+
+    The ranks never talk to the tracking store (see pipelines.train_loop.StepMetrics); the driver owns
+    the run. The byte offset already logged is kept beside the file, so a run resumed after a kill does
+    not log the killed attempt's lines twice."""
+
+    def __init__(
+        self, path: str | Path, run_id: str, tracking: str | None = None, every_s: float = 2.0
+    ) -> None:
+        import threading
+
+        self.path = Path(path)
+        self.offset_file = self.path.with_name(self.path.name + ".logged")
+        self.run_id = run_id
+        self.tracking = tracking
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="relfm-metrics", daemon=True)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> MetricsFollower:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+
+    def _loop(self) -> None:
+        import contextlib
+
+        while not self._stop.wait(self.every_s):
+            # a tracking hiccup must not stop training; the final flush retries
+            with contextlib.suppress(Exception):
+                self.flush()
+
+    def flush(self) -> int:
+        """Logs the complete lines not logged yet; returns how many metric values were logged."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        with self._lock:
+            if not self.path.is_file():
+                return 0
+            start = int(self.offset_file.read_text()) if self.offset_file.is_file() else 0
+            with self.path.open("rb") as f:
+                f.seek(start)
+                data = f.read()
+            end = data.rfind(b"\n") + 1  # a line still being written waits for the next flush
+            if end == 0:
+                return 0
+            now = int(time.time() * 1000)
+            batch = []
+            for line in data[:end].splitlines():
+                rec = json.loads(line)
+                batch += [Metric(k, float(v), now, int(rec["step"])) for k, v in rec["metrics"].items()]
+            client = MlflowClient(self.tracking)
+            for s in range(0, len(batch), 1000):  # MLflow's limit per batch
+                client.log_batch(self.run_id, metrics=batch[s : s + 1000])
+            tmp = self.offset_file.with_name(self.offset_file.name + ".tmp")
+            tmp.write_text(str(start + end))
+            os.replace(tmp, self.offset_file)
+            return len(batch)

@@ -17,16 +17,17 @@ import pandas as pd
 
 def _rank_average(x: np.ndarray) -> np.ndarray:
     """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x)
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
     order = np.argsort(x, kind="mergesort")
     xs = x[order]
-    ranks = np.empty(len(x), dtype=np.float64)
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    starts = np.r_[True, xs[1:] != xs[:-1]]
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], n] - 1
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = ((first + last) / 2.0 + 1.0)[np.cumsum(starts) - 1]
     return ranks
 
 
@@ -65,37 +66,44 @@ def f1_binary(y: np.ndarray, pred: np.ndarray) -> float:
     return 0.0 if denom == 0 else 2 * tp / denom
 
 
+def _calibration_bins(prob: np.ndarray, bins: int) -> np.ndarray:
+    """Bin of each probability: equal-width bins, edges assigned as sklearn.calibration does."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.searchsorted(edges[1:-1], prob)
+
+
 def calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error with equal-width probability bins."""
+    """Expected calibration error: sum over equal-width probability bins of the bin's share of rows times
+    |mean predicted probability - observed positive rate| (bins as sklearn.calibration.calibration_curve)."""
     y = np.asarray(y, dtype=np.float64)
     p = np.clip(np.asarray(prob, dtype=np.float64), 0, 1)
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    err = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            err += m.mean() * abs(p[m].mean() - y[m].mean())
-    return float(err)
+    if len(p) == 0:
+        return float("nan")
+    idx = _calibration_bins(p, bins)
+    count = np.bincount(idx, minlength=bins).astype(np.float64)
+    pred = np.bincount(idx, weights=p, minlength=bins)
+    obs = np.bincount(idx, weights=y, minlength=bins)
+    used = count > 0
+    return float(np.sum(np.abs(pred[used] - obs[used])) / len(p))
 
 
 def calibration_curve(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """(mean predicted, observed rate) per non-empty bin, as sklearn.calibration.calibration_curve."""
     y = np.asarray(y, dtype=np.float64)
     p = np.clip(np.asarray(prob, dtype=np.float64), 0, 1)
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.searchsorted(edges[1:-1], p, side="right")
-    mp, obs = [], []
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            mp.append(p[m].mean())
-            obs.append(y[m].mean())
-    return np.array(mp), np.array(obs)
+    idx = _calibration_bins(p, bins)
+    count = np.bincount(idx, minlength=bins)
+    used = count > 0
+    pred = np.bincount(idx, weights=p, minlength=bins)[used] / count[used]
+    obs = np.bincount(idx, weights=y, minlength=bins)[used] / count[used]
+    return pred, obs
 
 
 def binary_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     y = np.asarray(y).astype(int)
     prob = np.asarray(prob, dtype=np.float64)
+    if len(y) == 0:
+        return {"count": 0.0}
     pred = prob >= 0.5
     return {
         "auroc": auroc(y, prob),
@@ -111,6 +119,8 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(pred, dtype=np.float64)
+    if len(y) == 0:
+        return {"count": 0.0}
     err = p - y
     ss_tot = float(((y - y.mean()) ** 2).sum())
     eps = np.finfo(np.float64).eps
@@ -125,6 +135,8 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 def multiclass_metrics(y: Sequence[Any], pred: Sequence[Any]) -> dict[str, float]:
     ya, pa = np.asarray(list(y), dtype=object), np.asarray(list(pred), dtype=object)
+    if len(ya) == 0:
+        return {"count": 0.0}
     labels = sorted(set(ya.tolist()) | set(pa.tolist()), key=str)
     f1s = []
     for c in labels:
@@ -148,8 +160,9 @@ def ranking_metrics(
     pop_scores: list[float] = []
     pop_rank: dict[Any, float] = {}
     if popularity:
-        items = sorted(popularity, key=lambda x: popularity[x])
-        pop_rank = {it: (i + 1) / len(items) for i, it in enumerate(items)}
+        items = list(popularity)
+        ranks = _rank_average(np.array([popularity[x] for x in items], dtype=np.float64))
+        pop_rank = {it: float(r) / len(items) for it, r in zip(items, ranks, strict=True)}
     for t, r in zip(truth, ranked, strict=True):
         top = list(r)[:k]
         recommended.update(top)
@@ -181,12 +194,36 @@ def ranking_metrics(
     return out
 
 
-def compute_metrics(task_type: str, y: np.ndarray, frame: pd.DataFrame) -> dict[str, float]:
-    """Metrics for a prediction frame (`prediction` column, plus `prob_*` for multiclass)."""
-    if task_type == "binary":
-        return binary_metrics(np.asarray(y, dtype=float), frame["prediction"].to_numpy(np.float64))
-    if task_type == "regression":
-        return regression_metrics(np.asarray(y, dtype=float), frame["prediction"].to_numpy(np.float64))
+def compute_metrics(
+    task_type: str,
+    y: Any,
+    frame: pd.DataFrame,
+    k: int | None = None,
+    catalogue: Sequence[Any] | None = None,
+    popularity: dict[Any, float] | None = None,
+) -> dict[str, float]:
+    """Metrics for a prediction frame (`prediction` column, plus `prob_*` for multiclass) against labels
+    `y` in the same order. Rows without a label or a prediction are left out (`count` says how many were
+    scored). Link prediction: `y` holds the true keys of each entity, `prediction` the ranked keys; `k`
+    defaults to the length of the longest ranking."""
+    if task_type == "link_prediction":
+        truth = [list(t) if t is not None else [] for t in y]
+        ranked = [list(r) if r is not None else [] for r in frame["prediction"]]
+        kk = k or max((len(r) for r in ranked), default=1) or 1
+        return ranking_metrics(truth, ranked, kk, catalogue, popularity)
+    if task_type in ("binary", "regression"):
+        yy = np.asarray(y, dtype=np.float64)
+        pp = frame["prediction"].to_numpy(np.float64)
+        keep = np.isfinite(yy) & np.isfinite(pp)
+        if task_type == "binary":
+            return binary_metrics(yy[keep], pp[keep])
+        return regression_metrics(yy[keep], pp[keep])
     if task_type == "multiclass":
-        return multiclass_metrics(list(y), frame["prediction"].tolist())
+        ys, ps = list(y), frame["prediction"].tolist()
+        keep = [i for i, (a, b) in enumerate(zip(ys, ps, strict=True)) if not _missing(a) and not _missing(b)]
+        return multiclass_metrics([ys[i] for i in keep], [ps[i] for i in keep])
     raise ValueError(f"no metrics for task type {task_type}")
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and not np.isfinite(v))

@@ -17,6 +17,9 @@ destination rows from their row token, the entity's representation and pair feat
 recency, popularity).
 
 A fine-tuned model keeps the encoder and swaps the in-context head for a task head that needs no context.
+At prediction time the SDK adds a closed-form in-context head beside the attention head
+(`relfm_core.icl_head`): a regularised linear probe solved on the context's encodings and lagged labels,
+blended in by cross-validation on the context alone (see `encode_context` / `memory_from`).
 """
 
 from __future__ import annotations
@@ -197,13 +200,38 @@ class RelationalFM(nn.Module):
         self, ctx: dict[str, torch.Tensor], ctx_lags: torch.Tensor, ctx_y: torch.Tensor, task_type: str
     ) -> torch.Tensor:
         """Encodes the labelled context once; reused for every batch of entities of the same task."""
+        return self.memory_from(self.encode_context(ctx, ctx_lags, ctx_y, task_type))
+
+    def encode_context(
+        self, ctx: dict[str, torch.Tensor], ctx_lags: torch.Tensor, ctx_y: torch.Tensor, task_type: str
+    ) -> torch.Tensor:
+        """Per-row encodings of labelled context rows [Nc, d]: rows do not see each other yet, so any
+        subset of them makes a memory (`memory_from`), which is what cross-validating on the context uses."""
         tt = TASK_TYPES.index(task_type)
         lab = self.label_tokens(task_type, ctx_y, len(ctx_y))
-        h = self.encode(ctx, ctx_lags, tt, lab) + lab
-        h = h.unsqueeze(0)
+        return self.encode(ctx, ctx_lags, tt, lab) + lab
+
+    def memory_from(self, encoded: torch.Tensor) -> torch.Tensor:
+        h = encoded.unsqueeze(0)
         for blk in self.icl_ctx:
             h = blk(h)
         return h  # [1, Nc, d]
+
+    def encode_query(self, q: dict[str, torch.Tensor], q_lags: torch.Tensor, task_type: str) -> torch.Tensor:
+        """Encodings [B, d] of entities whose label is unknown (the 'unknown' label token injected)."""
+        tt = TASK_TYPES.index(task_type)
+        unk = self.label_tokens(task_type, None, q_lags.shape[0])
+        return self.encode(q, q_lags, tt, unk) + unk
+
+    def predict_encoded(
+        self, hq: torch.Tensor, memory: torch.Tensor, task_type: str, num_classes: int = 0
+    ) -> torch.Tensor:
+        """Entities attend to the encoded context only (never to each other)."""
+        h = hq.unsqueeze(1)  # [B, 1, d]: each entity is its own sequence of one
+        mem = memory.expand(hq.shape[0], -1, -1)
+        for blk in self.icl_qry:
+            h = blk(h, kv=mem)
+        return self.head(self.ln_out(h.squeeze(1)), task_type, num_classes)
 
     def predict_with_memory(
         self,
@@ -213,16 +241,7 @@ class RelationalFM(nn.Module):
         task_type: str,
         num_classes: int = 0,
     ) -> torch.Tensor:
-        """Entities attend to the encoded context only (never to each other)."""
-        tt = TASK_TYPES.index(task_type)
-        b = q_lags.shape[0]
-        unk = self.label_tokens(task_type, None, b)
-        h = self.encode(q, q_lags, tt, unk) + unk
-        h = h.unsqueeze(1)  # [B, 1, d]: each entity is its own sequence of one
-        mem = memory.expand(b, -1, -1)
-        for blk in self.icl_qry:
-            h = blk(h, kv=mem)
-        return self.head(self.ln_out(h.squeeze(1)), task_type, num_classes)
+        return self.predict_encoded(self.encode_query(q, q_lags, task_type), memory, task_type, num_classes)
 
     def forward(
         self,

@@ -26,6 +26,7 @@ from graph_engine.cache import open_or_build
 from graph_engine.errors import RelfmError
 from graph_engine.shards.reader import Graph
 from graph_engine.spec import GraphSpec
+from relfm_core.explain import ExplainConfig, Explanation
 from relfm_core.features import GraphFeatures
 from relfm_core.inputs import InputBuilder, TargetNorm, slice_tensors
 from relfm_core.model import RelationalFM
@@ -49,6 +50,8 @@ class Prediction:
     task_type: str
     query: str
     context_rows: int
+    # explain=True: saliency per entity (entity = position in `frame`) and cohorts over the context
+    explanation: Explanation | None = None
 
 
 def _graph_from(source: Any, cache_dir: str | Path | None) -> Graph:
@@ -57,6 +60,20 @@ def _graph_from(source: Any, cache_dir: str | Path | None) -> Graph:
     if isinstance(source, Graph | GraphSpec | str | Path):
         return open_or_build(source, cache_dir=cache_dir)
     raise RelfmError("RFM needs a graph: a spec file, a built graph folder, a Graph, or a dict of DataFrames")
+
+
+def _frame_bytes(df: pd.DataFrame, name: str) -> bytes:
+    """The frame as Arrow IPC bytes: hashable whatever its cells hold (lists and arrays included)."""
+    import pyarrow as pa
+
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError) as e:
+        raise RelfmError(f"table '{name}': cannot be converted to Arrow ({str(e).splitlines()[0]})") from None
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
 
 
 def graph_from_frames(
@@ -72,8 +89,7 @@ def graph_from_frames(
     h = hashlib.sha256()
     for name in sorted(frames):
         h.update(name.encode())
-        h.update(pd.util.hash_pandas_object(frames[name], index=False).to_numpy().tobytes())
-        h.update(str(list(frames[name].columns)).encode())
+        h.update(_frame_bytes(frames[name], name))
     folder = root / "frames" / h.hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     tables: dict[str, Any] = {}
@@ -191,18 +207,30 @@ class RFM:
         label_col: str = "label",
         run_mode: RunMode = "fast",
         context_size: int | None = None,
+        anchor_groups: int | None = None,
         batch_size: int = 256,
         seed: int = 0,
+        icl_probe: bool = True,
+        explain: bool = False,
+        explain_config: ExplainConfig | None = None,
     ) -> Prediction:
+        """Predictions for `at` rows (or every entity at `anchor_time` / the latest time).
+
+        `icl_probe` adds the closed-form in-context head (`relfm_core.icl_head`): a linear probe solved on
+        the context, blended with the attention head by cross-validation on the context alone.
+        `explain` adds `Prediction.explanation` (relfm_core.explain) and an `explanation` column: each
+        entity's strongest contributors, in words.
+        """
         engine = self.engine(query)
         task = _task_name(engine)
         rows, anchors, frame = self._pairs(engine, at, time_col, anchor_time)
+        explainer = self._explainer(engine, task, len(rows), explain_config, seed) if explain else None
         if task == "link_prediction":
             return self._predict_links(engine, query, rows, anchors, frame, batch_size)
         if task not in ("binary", "regression", "multiclass"):
             raise RelfmError(f"zero-shot {task} queries are not supported yet: {query}")
         size = context_size or CONTEXT_SIZE[run_mode]
-        groups = _anchor_groups(anchors, MAX_ANCHOR_GROUPS[run_mode])
+        groups = _anchor_groups(anchors, anchor_groups or MAX_ANCHOR_GROUPS[run_mode])
         out_val = np.full(len(rows), np.nan)
         out_probs: np.ndarray | None = None
         classes: list[Any] = []
@@ -227,11 +255,21 @@ class RFM:
                 norm = TargetNorm.fit(task, y)
                 y = norm.forward(y)
             ct, cl, norm = self.inputs.build(engine, c_rows, c_anchor, norm)
-            memory = self.model.context_memory(ct, cl, torch.from_numpy(y.astype(np.float32)), task)
+            encoded = self.model.encode_context(ct, cl, torch.from_numpy(y.astype(np.float32)), task)
+            memory = self.model.memory_from(encoded)
+            probe = self._fit_probe(task, ct, cl, y, encoded, len(classes), seed) if icl_probe else None
+            if explainer is not None:
+                explainer.group(
+                    ct, cl, y, encoded, memory, probe, c_rows, c_anchor, c_y, norm, classes, rows[idx],
+                    anchors[idx], idx,
+                )  # fmt: skip
             for s in range(0, len(idx), batch_size):
                 b = idx[s : s + batch_size]
                 qt, ql, _ = self.inputs.build(engine, rows[b], anchors[b], norm)
-                o = self.model.predict_with_memory(qt, ql, memory, task, len(classes))
+                hq = self.model.encode_query(qt, ql, task)
+                o = self.model.predict_encoded(hq, memory, task, len(classes))
+                if probe is not None:
+                    o = _blend(probe, task, torch.cat([hq, ql], -1).numpy(), o)
                 if task == "binary":
                     out_val[b] = torch.sigmoid(o).numpy()
                 elif task == "regression":
@@ -248,7 +286,51 @@ class RFM:
                 frame[f"prob_{c}"] = out_probs[:, i]
         else:
             frame["prediction"] = out_val
-        return Prediction(frame, task, query, ctx_total)
+        if explainer is None:
+            return Prediction(frame, task, query, ctx_total)
+        explanation = explainer.result()
+        frame["explanation"] = explanation.local.summary
+        return Prediction(frame, task, query, ctx_total, explanation)
+
+    def _explainer(self, engine: Any, task: str, n: int, cfg: ExplainConfig | None, seed: int) -> Any:
+        from relfm_core.explain import InContextExplainer, check_task
+
+        check_task(task)
+        return InContextExplainer(self.model, self.inputs, engine, task, n, cfg, seed)
+
+    def _fit_probe(
+        self,
+        task: str,
+        ct: dict[str, torch.Tensor],
+        cl: torch.Tensor,
+        y: np.ndarray,
+        encoded: torch.Tensor,
+        num_classes: int,
+        seed: int,
+    ) -> Any:
+        """The in-context linear probe, with the attention head's out-of-fold outputs for its blend weight.
+
+        Context rows are encoded independently before the ICL layers, so each fold's memory is the ICL
+        layers over the other folds' encodings: one extra encoding pass (labels hidden) in total.
+        """
+        from sklearn.model_selection import KFold
+
+        from relfm_core.icl_head import ProbeConfig, fit_probe
+
+        cfg = ProbeConfig(seed=seed)
+        if len(y) < cfg.min_rows:
+            return None
+        hu = self.model.encode_query(ct, cl, task)
+        head_oof: np.ndarray | None = None
+        folds = KFold(cfg.folds, shuffle=True, random_state=seed).split(np.arange(len(y)))
+        for tr, te in folds:
+            mem = self.model.memory_from(encoded[torch.from_numpy(tr)])
+            o = self.model.predict_encoded(hu[torch.from_numpy(te)], mem, task, num_classes).numpy()
+            o = o[:, 0] if task == "regression" else o
+            if head_oof is None:
+                head_oof = np.zeros((len(y), *o.shape[1:]))
+            head_oof[te] = o
+        return fit_probe(task, torch.cat([hu, cl], -1).numpy(), y, head_oof, cfg, num_classes)
 
     def _predict_links(
         self,
@@ -280,21 +362,32 @@ class RFM:
         frame["scores"] = scores
         return Prediction(frame, "link_prediction", query, 0)
 
-    def evaluate(self, query: str, anchor_time: Any = None, **kw: Any) -> dict[str, float]:
-        """Backtest: predict at the latest fully labelled anchor (or `anchor_time`) and score."""
-        from relfm_core.labels import backtest_table
-        from relfm_core.metrics import compute_metrics
+    def evaluate(
+        self,
+        query: str,
+        anchor_time: Any = None,
+        max_entities: int | None = None,
+        seed: int = 0,
+        **kw: Any,
+    ) -> dict[str, float]:
+        """Backtest: predict every labelled entity at the latest fully labelled anchor (or `anchor_time`,
+        whose window must have closed), at most `max_entities` of them (a seeded sample), and score them
+        (relfm_core.evaluation). Other keywords go to `predict`."""
+        from relfm_core.evaluation import run_backtest
 
-        engine = self.engine(query)
-        anchor = _to_ns(anchor_time) if anchor_time is not None else engine.latest_complete_anchor()
-        bt = backtest_table(engine, anchor)
-        key = self.graph.table(engine.entity_table).info.primary_key
-        pairs = pd.DataFrame({key: bt["entity"].to_numpy(), "anchor_time": bt["anchor_time"].to_numpy()})
-        pred = self.predict(query, at=pairs, **kw)
-        y = bt["label"].to_numpy()
-        if _task_name(engine) == "multiclass" and bt.attrs.get("classes") is not None:
-            y = np.asarray(bt.attrs["classes"], dtype=object)[y.astype(np.int64)]  # codes → class values
-        return compute_metrics(_task_name(engine), y, pred.frame)
+        def predictor(q: str, pairs: pd.DataFrame) -> pd.DataFrame:
+            return self.predict(q, at=pairs, seed=seed, **kw).frame
+
+        return run_backtest(self.engine(query), query, predictor, anchor_time, max_entities, seed).metrics
+
+
+def _blend(probe: Any, task: str, x: np.ndarray, o: torch.Tensor) -> torch.Tensor:
+    """The attention head's output with the probe blended in (regression: the location only)."""
+    if task == "regression":
+        out = o.clone()
+        out[:, 0] = torch.from_numpy(probe.blend(x, o[:, 0].numpy()).astype(np.float32))
+        return out
+    return torch.from_numpy(probe.blend(x, o.numpy()).astype(np.float32))
 
 
 def _task_name(engine: Any) -> str:

@@ -9,8 +9,6 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from pipelines import labels as labels_stage
-
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -25,11 +23,11 @@ def register(app: typer.Typer) -> None:
                 "at the latest complete anchor)."
             ),
         ] = None,
-        time_col: Annotated[
-            str, typer.Option(help="Anchor time column of --at.")
-        ] = labels_stage.DEFAULT_TIME_COL,
+        time_col: Annotated[str, typer.Option(help="Anchor time column of --at.")] = "anchor_time",
     ) -> None:
         """Compute a query's labels: for given (entity, anchor) rows, or for every entity now."""
+        from pipelines import labels as labels_stage  # lazy: keeps `relfm --help` and other commands fast
+
         report = labels_stage.write_labels(graph, query, out, at=at, time_col=time_col)
         when = "" if report.anchor is None else f" at {np.datetime64(report.anchor, 'ns')}"
         Console().print(

