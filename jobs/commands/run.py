@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -104,15 +105,17 @@ def summary_table(report: Any, title: str) -> Table:
         {
             "step": r.step,
             "status": f"[{STYLE.get(r.status, '')}]{r.status}[/]",
-            "why": r.reason,
-            "output": r.output,
-            "detail": r.detail,
+            "why": escape(r.reason),
+            # the detail goes under the output: one column fewer keeps 80-column terminals readable
+            "output": "\n".join(
+                x for x in (escape(r.output), f"[dim]{escape(r.detail)}[/]" if r.detail else "") if x
+            ),
             "time": _seconds(r.seconds) if r.seconds else "",
         }
         for r in report.steps
     ]
     t = Table(title=title, title_justify="left")
-    columns = [c for c in ("step", "status", "why", "output", "detail", "time") if any(r[c] for r in rows)]
+    columns = [c for c in ("step", "status", "why", "output", "time") if any(r[c] for r in rows)]
     for c in columns:
         # paths are what users copy: wrap them, never cut them
         t.add_column(

@@ -3,9 +3,8 @@
 they run in the same worker.
 
 The job is jobs/demo/nightly.yaml as shipped, lightened through the environment overrides it documents
-(the same code paths: fine-tuning in process without DeepSpeed, a hashed text encoder instead of MiniLM,
-a smaller backtest sample), and run with secrets in its environment that must never appear in anything it
-writes or prints.
+(the same code paths: a hashed text encoder instead of MiniLM, a smaller backtest sample), and run with
+secrets in its environment that must never appear in anything it writes or prints.
 """
 
 from __future__ import annotations
@@ -25,12 +24,7 @@ DEMO_JOB = ROOT / "jobs" / "demo" / "nightly.yaml"
 RUN_DATE = "2025-01-01"  # a fixed night, so reruns and the Airflow test know which run ids exist
 SECRET = "relfm-test-secret-7f3a9c1e5b"  # declared in the job (secrets:) through an env override
 HINTED_SECRET = "dapi-relfm-test-4d2b8e6f0a"  # not declared: redacted because its name says TOKEN
-LIGHT = {
-    "RELFM_JOB__FINETUNE__WORKERS": "1",
-    "RELFM_JOB__FINETUNE__DEEPSPEED": "null",
-    "RELFM_JOB__BACKTEST__MAX_ENTITIES": "500",
-    "RELFM_TEXT_ENCODER": "hashed",
-}
+LIGHT = {"RELFM_JOB__BACKTEST__MAX_ENTITIES": "500", "RELFM_TEXT_ENCODER": "hashed"}
 SECRETS = {
     "RELFM_TEST_MLFLOW_TOKEN": SECRET,
     "RELFM_JOB__SECRETS__MLFLOW_TRACKING_TOKEN": "env:RELFM_TEST_MLFLOW_TOKEN",

@@ -35,6 +35,33 @@ BUY = "PREDICT COUNT(orders.*, 0, 30, days) > 0 FOR EACH users.user_id"
 OBJECT_STORE_BYTES = 150 * 1024 * 1024
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`xdist_group` for the tests of this folder under pytest 9.2, which pytest-xdist 3.8 predates.
+
+    xdist's `--dist loadgroup` sends tests to workers by a `@group` suffix that it appends to
+    `item._nodeid`; pytest 9.2 derives the node id from `item._id` instead, so the suffix is lost and
+    every grouped test is scheduled on its own, on any worker (each worker then starts its own Ray
+    cluster and fine-tunes its own model). This sets the suffix where pytest 9.2 reads it; it does
+    nothing where xdist's own suffix took effect, without loadgroup, or outside this folder."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # a pytest whose node ids xdist sets itself
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if "@" in item.nodeid or not hasattr(item, "_id") or here not in Path(item.path).parents:
+            continue
+        groups = {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+            for m in item.iter_markers("xdist_group")
+        }
+        if groups:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(groups))}")
+
+
 @pytest.fixture(scope="session")
 def stage_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stages")
@@ -42,13 +69,23 @@ def stage_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def stage_vars(root: Path) -> Iterator[None]:
+    """The stages' environment, and afterwards the process as it was: MLflow keeps the store a stage
+    pointed it at (and exports it as MLFLOW_TRACKING_URI), which must not leak into later tests."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     with pytest.MonkeyPatch.context() as mp:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "RAY_ADDRESS"):
+            mp.setenv(name, "")  # so that leaving restores the value (or the absence) found here
+            mp.delenv(name)
         mp.setenv("RELFM_HOME", str(root / "home"))
         mp.setenv("RELFM_TEXT_ENCODER", "hashed")  # fast and deterministic; MiniLM is not under test here
         mp.setenv("DS_ACCELERATOR", "cpu")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("RAY_ADDRESS", raising=False)
-        yield
+        try:
+            yield
+        finally:
+            if "mlflow" in sys.modules:
+                import mlflow
+
+                mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None: back to the default
 
 
 @pytest.fixture(scope="module")

@@ -180,9 +180,14 @@ def test_resolve_and_redact() -> None:
     }
     with pytest.raises(RelfmError, match=r"secret X: environment variable NOPE is not set"):
         resolve({"X": "env:NOPE"}, env)
-    assert hinted(
-        {"AWS_SECRET_ACCESS_KEY": "abcd1234", "MLFLOW_TRACKING_PASSWORD": "pw", "HOME": "/root"}
-    ) == ["abcd1234"]  # too short to redact safely: "pw"
+    hints = {
+        "AWS_SECRET_ACCESS_KEY": "abcd1234efgh",
+        "MLFLOW_TRACKING_PASSWORD": "pw",  # too short to redact safely
+        "SOME_TOKEN_ENABLED": "true",  # a flag, not a credential
+        "DB_PASSWORD_PORT": "54321234",
+        "HOME": "/root",
+    }
+    assert hinted(hints) == ["abcd1234efgh"]
     r = Redactor(["s3cr3t", "s3cr3t-value-1"])
     assert r("token=s3cr3t-value-1;") == f"token={MASK};"
     assert r.deep({"a": ["x s3cr3t y", 3], "s3cr3t": None}) == {"a": [f"x {MASK} y", 3], MASK: None}
