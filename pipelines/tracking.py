@@ -257,8 +257,11 @@ class MetricsFollower:
             now = int(time.time() * 1000)
             batch = []
             for line in data[:end].splitlines():
-                rec = json.loads(line)
-                batch += [Metric(k, float(v), now, int(rec["step"])) for k, v in rec["metrics"].items()]
+                try:
+                    rec = json.loads(line)
+                    batch += [Metric(k, float(v), now, int(rec["step"])) for k, v in rec["metrics"].items()]
+                except (ValueError, KeyError, TypeError):  # a line cut short by a killed rank
+                    continue
             client = MlflowClient(self.tracking)
             for s in range(0, len(batch), 1000):  # MLflow's limit per batch
                 client.log_batch(self.run_id, metrics=batch[s : s + 1000])

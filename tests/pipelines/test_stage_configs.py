@@ -132,3 +132,27 @@ def test_demo_stage_configs_validate() -> None:
     sc = load_config(demo / "score-idle-planes.yaml", ScoreStageConfig)
     assert ft.path(ft.graph) == sc.path(sc.graph) == demo / "nycflights13.graph.yaml"
     assert sc.model == f"models:/{ft.registered_model_name}@{ft.alias}"
+
+
+def test_metrics_follower_logs_each_line_once(tmp_path: Path) -> None:
+    """The driver logs the ranks' step metrics from the run folder: every complete line once, across
+    restarts of the follower (a resumed run), skipping a line a killed rank left unreadable."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from pipelines.tracking import MetricsFollower
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("t")).info.run_id
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "metrics": {"loss": 1.0 / s}}) + "\n" for s in (1, 2)))
+    with MetricsFollower(path, run_id, uri, every_s=60):
+        pass
+    with path.open("a") as f:
+        f.write('{"step": 3, "metr\n' + json.dumps({"step": 3, "metrics": {"loss": 0.3}}) + "\n")
+        f.write('{"step": 4')  # still being written: waits for the next flush
+    assert MetricsFollower(path, run_id, uri).flush() == 1
+    assert MetricsFollower(path, run_id, uri).flush() == 0
+    assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == [1, 2, 3]
