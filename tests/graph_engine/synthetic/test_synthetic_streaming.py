@@ -13,12 +13,14 @@ import pytest
 
 _SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, re, sys
     from graph_engine.synthetic import default_config, generate, read_report
     cfg = default_config(int(sys.argv[1])).model_copy(update={"chunk_rows": int(sys.argv[3])})
     generate(cfg, sys.argv[2])
     rows = sum(read_report(sys.argv[2]).row_counts.values())
-    print(json.dumps({"rows": rows, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM is this process's own peak: ru_maxrss would carry the forking pytest worker's peak across exec.
+    hwm_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+    print(json.dumps({"rows": rows, "rss_mb": hwm_kb / 1024}))
     """
 )
 
