@@ -13,6 +13,7 @@ zero-shot in the sense KumoRFM uses (no training on the task, only its in-contex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -43,11 +44,17 @@ class ContextProbe:
     model: LogisticRegression | Ridge | None = None
     classes: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cv_scores: dict[str, float] = field(default_factory=dict)
+    view: str = "all"
+    columns: np.ndarray | None = None  # the feature columns the probe reads (None: all)
+
+    def select(self, x: Any) -> Any:
+        """The probe's feature view of x (NumPy array or torch tensor, rows by features)."""
+        return x if self.columns is None else x[:, self.columns]
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Probe output in the attention head's space: logits (binary), class logits, normalised value."""
         assert self.scaler is not None and self.model is not None
-        xs = self.scaler.transform(x)
+        xs = self.scaler.transform(self.select(x))
         if self.task == "regression":
             return np.asarray(self.model.predict(xs), dtype=np.float64)
         assert isinstance(self.model, LogisticRegression)
@@ -91,12 +98,16 @@ def fit_probe(
     head_oof: np.ndarray | None,
     cfg: ProbeConfig | None = None,
     n_classes: int = 0,
+    views: dict[str, np.ndarray] | None = None,
 ) -> ContextProbe:
     """Fits the probe on context features x and labels y (normalised values, 0/1, or class slots).
 
     `head_oof` holds the attention head's out-of-fold outputs on the context rows (each row predicted from
     a memory that excluded it); with it the blend weight is chosen by the same folds, without it the probe
-    predicts alone when it fits. Returns a probe of weight 0 when the context cannot support one.
+    predicts alone when it fits. `views` names alternative column subsets of x (for example the entity's
+    own label history alone, which on small contexts generalises better than history plus the encoder's
+    128 dimensions); the view is chosen by the same cross-validation. Returns a probe of weight 0 when the
+    context cannot support one.
     """
     cfg = cfg or ProbeConfig()
     probe = ContextProbe(task)
@@ -107,18 +118,16 @@ def fit_probe(
         counts = np.bincount(y.astype(np.int64))
         if (counts > 0).sum() < 2 or counts[counts > 0].min() < cfg.folds:
             return probe
-    scaler = StandardScaler().fit(x)
-    xs = scaler.transform(x)
     folds = (
         KFold(cfg.folds, shuffle=True, random_state=cfg.seed)
         if task == "regression"
         else StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed)
     )
-    splits = list(folds.split(xs, y if task != "regression" else None))
+    splits = list(folds.split(x, y if task != "regression" else None))
     classes = np.unique(y.astype(np.int64)) if task == "multiclass" else np.zeros(0)
     k = n_classes or (int(classes.max()) + 1 if len(classes) else 0)
 
-    def oof(param: float) -> np.ndarray:
+    def oof(xs: np.ndarray, param: float) -> np.ndarray:
         out = np.zeros((len(y), k)) - 30.0 if task == "multiclass" else np.zeros(len(y))
         for tr, te in splits:
             m = _fit(task, param, xs[tr], y[tr], cfg.seed)
@@ -135,25 +144,31 @@ def fit_probe(
         return out
 
     grid = ALPHA_GRID if task == "regression" else C_GRID
-    best: tuple[float, float, float] | None = None  # (loss, param, weight)
-    for param in grid:
-        p = oof(param)
-        for w in BLEND_WEIGHTS if head_oof is not None else (1.0,):
-            if w == 0.0:
-                continue
-            out = p if head_oof is None else (1.0 - w) * head_oof + w * p
-            loss = _loss(task, y, out, k)
-            probe.cv_scores[f"param={param},w={w}"] = round(loss, 5)
-            if best is None or loss < best[0]:
-                best = (loss, param, w)
+    candidates: dict[str, np.ndarray | None] = {"all": None}
+    candidates.update({name: np.asarray(c, dtype=np.int64) for name, c in (views or {}).items() if len(c)})
+    best: tuple[float, str, float, float] | None = None  # (loss, view, param, weight)
+    for view, columns in candidates.items():
+        xv = x if columns is None else x[:, columns]
+        xs = StandardScaler().fit_transform(xv)
+        for param in grid:
+            p = oof(xs, param)
+            for w in BLEND_WEIGHTS if head_oof is not None else (1.0,):
+                if w == 0.0:
+                    continue
+                out = p if head_oof is None else (1.0 - w) * head_oof + w * p
+                loss = _loss(task, y, out, k)
+                probe.cv_scores[f"view={view},param={param},w={w}"] = round(loss, 5)
+                if best is None or loss < best[0]:
+                    best = (loss, view, param, w)
     assert best is not None
     if head_oof is not None:
         head_loss = _loss(task, y, head_oof, k)
         probe.cv_scores["head_only"] = round(head_loss, 5)
         if head_loss <= best[0]:
             return probe
-    probe.param, probe.weight = best[1], best[2]
-    probe.scaler = scaler
-    probe.model = _fit(task, best[1], xs, y, cfg.seed)
+    probe.view, probe.param, probe.weight = best[1], best[2], best[3]
+    probe.columns = candidates[best[1]]
+    probe.scaler = StandardScaler().fit(probe.select(x))
+    probe.model = _fit(task, probe.param, probe.scaler.transform(probe.select(x)), y, cfg.seed)
     probe.classes = classes
     return probe

@@ -1,6 +1,7 @@
 """Evaluation metrics by task type, in NumPy (tests check them against scikit-learn on the same arrays).
 
-Binary: AUROC, AP, accuracy, F1 (at 0.5), expected calibration error. Regression: MAE, RMSE, MAPE, R².
+Binary: AUROC, AP, accuracy, F1 (at 0.5), expected calibration error. Regression: MAE, RMSE, MAPE (over non-zero
+targets), R².
 Multiclass: accuracy, macro-F1. Link prediction: MAP@k, recall@k, NDCG@k, catalogue coverage (share of
 all candidates ever recommended: diversity) and popularity bias (mean popularity rank percentile of what
 is recommended: 1 = only the most popular items).
@@ -123,11 +124,17 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         return {"count": 0.0}
     err = p - y
     ss_tot = float(((y - y.mean()) ** 2).sum())
-    eps = np.finfo(np.float64).eps
+    # Count targets are often zero, and a percentage error against zero is undefined (scikit-learn
+    # divides by machine epsilon and reports ~1e15); MAPE is taken over the non-zero targets and the
+    # number left out is reported beside it.
+    nonzero = y != 0
+    denom = np.maximum(np.abs(y[nonzero]), np.finfo(np.float64).eps)  # as scikit-learn, for tiny targets
+    mape = float((np.abs(err[nonzero]) / denom).mean()) if nonzero.any() else float("nan")
     return {
         "mae": float(np.abs(err).mean()),
         "rmse": float(np.sqrt((err**2).mean())),
-        "mape": float((np.abs(err) / np.maximum(np.abs(y), eps)).mean()),
+        "mape": mape,
+        "mape_zero_targets": float((~nonzero).sum()),
         "r2": float(1 - (err**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
         "count": float(len(y)),
     }

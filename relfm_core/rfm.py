@@ -330,7 +330,9 @@ class RFM:
             if head_oof is None:
                 head_oof = np.zeros((len(y), *o.shape[1:]))
             head_oof[te] = o
-        return fit_probe(task, torch.cat([hu, cl], -1).numpy(), y, head_oof, cfg, num_classes)
+        width = hu.shape[1] + cl.shape[1]
+        views = {"history": np.arange(hu.shape[1], width)}  # the entity's own lagged labels alone
+        return fit_probe(task, torch.cat([hu, cl], -1).numpy(), y, head_oof, cfg, num_classes, views)
 
     def _predict_links(
         self,

@@ -46,7 +46,7 @@ def blend_torch(probe: Any, task: str, x: torch.Tensor, head: torch.Tensor) -> t
     scale = torch.as_tensor(probe.scaler.scale_, dtype=torch.float32)
     coef = torch.as_tensor(np.atleast_2d(probe.model.coef_), dtype=torch.float32)
     intercept = torch.as_tensor(np.atleast_1d(probe.model.intercept_), dtype=torch.float32)
-    p = ((x - mean) / scale) @ coef.T + intercept  # [B, 1] or [B, k]
+    p = ((probe.select(x) - mean) / scale) @ coef.T + intercept  # [B, 1] or [B, k]
     w = float(probe.weight)
     if task == "regression":
         out = head.clone()
@@ -83,6 +83,7 @@ def refit_probe(probe: Any, task: str, x: np.ndarray, y: np.ndarray) -> Any:
     if task != "regression" and len(np.unique(y)) < 2:
         return None
     out = copy.copy(probe)
+    x = probe.select(x)
     out.scaler = clone(probe.scaler).fit(x)
     target = y if task == "regression" else y.astype(np.int64)
     out.model = clone(probe.model).fit(out.scaler.transform(x), target)

@@ -68,3 +68,20 @@ def test_the_fit_is_deterministic_for_a_seed() -> None:
     a, b = (fit_probe("binary", x, y, np.zeros(len(y)), ProbeConfig(seed=7)) for _ in range(2))
     assert a.weight == b.weight and a.param == b.param
     np.testing.assert_array_equal(a.raw(x), b.raw(x))
+
+
+def test_a_narrow_view_is_chosen_when_the_other_columns_are_noise() -> None:
+    """With few context rows, 128 noisy encoder dimensions hurt; the history view alone wins by CV."""
+    rng = np.random.default_rng(11)
+    n, wide = 120, 128
+    history = rng.normal(size=(n, 3))
+    x = np.hstack([rng.normal(size=(n, wide)), history])
+    y = (history[:, 0] + rng.normal(scale=0.7, size=n) > 0).astype(float)
+    view = np.arange(wide, wide + 3)
+    probe = fit_probe("binary", x, y, None, views={"history": view})
+    assert probe.view == "history"
+    np.testing.assert_array_equal(probe.columns, view)
+    xq = np.hstack([rng.normal(size=(50, wide)), rng.normal(size=(50, 3))])
+    np.testing.assert_allclose(
+        probe.raw(xq), probe.model.decision_function(probe.scaler.transform(xq[:, view]))
+    )

@@ -61,9 +61,19 @@ def test_regression_metrics_match_sklearn(case: tuple[np.ndarray, np.ndarray]) -
     m = metrics.regression_metrics(y, p)
     assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, p))
     assert m["rmse"] == pytest.approx(skm.root_mean_squared_error(y, p))
-    assert m["mape"] == pytest.approx(skm.mean_absolute_percentage_error(y, p), rel=1e-9)
+    nz = y != 0
+    if nz.any():
+        assert m["mape"] == pytest.approx(skm.mean_absolute_percentage_error(y[nz], p[nz]), rel=1e-9)
+    assert m["mape_zero_targets"] == float((~nz).sum())
     if np.var(y) > 0:
         assert m["r2"] == pytest.approx(skm.r2_score(y, p), abs=1e-9)
+
+
+def test_mape_leaves_out_zero_targets_instead_of_dividing_by_epsilon() -> None:
+    m = metrics.regression_metrics(np.array([0.0, 0.0, 2.0, 4.0]), np.array([1.0, 0.0, 3.0, 2.0]))
+    assert m["mape"] == pytest.approx((0.5 + 0.5) / 2)
+    assert m["mape_zero_targets"] == 2.0
+    assert np.isnan(metrics.regression_metrics(np.zeros(3), np.ones(3))["mape"])
 
 
 @given(
