@@ -225,11 +225,20 @@ def _csr_arrays(graph: Graph) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def touched_bytes(graph: Graph, sampler: TemporalSampler, sub: Subgraph) -> int:
-    """Bytes of graph arrays one sampled batch reads: per expanded node and edge type, the foreign key
-    and parent time (parents), or start/count, the binary search's probes and the taken children with
-    their times (children). Replayed with the sampler's own kernel, outside the timed loop."""
+def _lines(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """64-byte cache lines spanned by int64 elements first..last (inclusive; 0 where last < first)."""
+    return np.where(last >= first, (last * 8) // 64 - (first * 8) // 64 + 1, 0)
+
+
+def touched_bytes(graph: Graph, sampler: TemporalSampler, sub: Subgraph) -> tuple[int, int]:
+    """(bytes, random reads) of graph arrays one sampled batch reads. Bytes: per expanded node and edge
+    type, the foreign key and parent time (parents), or start/count, the binary search's probes and the
+    taken children with their times (children). Random reads: reads at data-dependent positions counted
+    once per 64-byte line (fk, parent time; start, count, the lines the binary search probes and the
+    lines holding the taken children and their times), whether or not the line is cached. Replayed with
+    the sampler's own kernel, outside the timed loop."""
     total = 0
+    reads = 0
     expanded = sub.hop < sampler.cfg.hops
     anchors = sub.anchor[sub.seed_of_node()]
     for ti, table in enumerate(sub.table_names):
@@ -238,11 +247,18 @@ def touched_bytes(graph: Graph, sampler: TemporalSampler, sub: Subgraph) -> int:
         hops = sub.hop[m]
         for e in sampler._out_edges[table]:
             if e.to_parent:
-                total += 8 * len(rows) * (2 if graph[e.parent].time is not None else 1)
+                timed = graph[e.parent].time is not None
+                total += 8 * len(rows) * (2 if timed else 1)
+                linked = int((graph[e.child].fk(e.fk)[rows] >= 0).sum())
+                reads += len(rows) + (linked if timed else 0)
                 continue
             csr = graph[e.parent].csr(e.child, e.fk)
             count = csr.count[rows]
+            start = csr.start[rows]
             total += 16 * len(rows) + 8 * int(np.ceil(np.log2(count + 1)).sum())
+            # the search halves the segment's lines until one is left: about log2(lines) + 1 of them
+            seg_lines = _lines(start, start + count - 1)
+            reads += 2 * len(rows) + int(np.ceil(np.log2(seg_lines + 1)).sum())
             for h in np.unique(hops):
                 sel = hops == h
                 src, _, _ = _children(
@@ -258,7 +274,19 @@ def touched_bytes(graph: Graph, sampler: TemporalSampler, sub: Subgraph) -> int:
                     np.uint64(0),
                 )
                 total += 16 * len(src)
-    return total
+                # "recent" takes a run of positions ending at the visible end of each segment
+                take = np.bincount(src, minlength=int(sel.sum()))
+                end = np.array(
+                    [
+                        int(np.searchsorted(csr.time[s : s + c], t, side="right")) + s
+                        for s, c, t in zip(
+                            start[sel].tolist(), count[sel].tolist(), a[sel].tolist(), strict=True
+                        )
+                    ],
+                    dtype=np.int64,
+                )
+                reads += 2 * int(_lines(end - take, end - 1).sum())
+    return total, reads
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -347,10 +375,13 @@ def _run_task(task: str, opt: Options, rows: np.ndarray, anchors: np.ndarray, ba
     if task == "ours":
         # bytes touched, from a replay of the first batches (outside the timed loop)
         n_replay = min(len(rows), 20 * opt.batch)
-        touched = 0
+        touched = reads = nodes_replay = 0
         for sl in _batches(n_replay, opt.batch):
-            touched += touched_bytes(graph, ours, ours.sample(SEED_TABLE, rows[sl], anchors[sl]))
+            sub = ours.sample(SEED_TABLE, rows[sl], anchors[sl])
+            b, r = touched_bytes(graph, ours, sub)
+            touched, reads, nodes_replay = touched + b, reads + r, nodes_replay + sub.num_nodes
         res["touched_bytes_per_seed"] = touched / n_replay
+        res["random_reads_per_node"] = reads / max(nodes_replay, 1)
     return {**res, **_memory(res)}
 
 
@@ -449,6 +480,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
         b = float(np.mean([r["touched_bytes_per_seed"] for r in per]))
         out["touched_bytes_per_seed"] = round(b)
         out["touched_gb_per_s"] = round(b * seeds / wall / 1e9, 3)
+        out["random_reads_per_node"] = round(float(np.mean([r["random_reads_per_node"] for r in per])), 2)
     if "build_s" in per[0]:
         out["build_s"] = round(per[0]["build_s"], 1)
         out["rss_after_build_mb"] = round(per[0]["rss_after_build_mb"], 1)
@@ -598,6 +630,16 @@ def _ratios(doc: dict[str, Any], procs: list[int]) -> dict[str, Any]:
             out[f"random_gather_limit_over_our_nodes_per_s_{p}p"] = round(
                 lim["gathers_per_s"] / ours["nodes_per_s"], 2
             )
+            if ours.get("random_reads_per_node"):
+                out[f"random_read_limit_over_our_random_reads_per_s_{p}p"] = round(
+                    2 * lim["gathers_per_s"] / (ours["nodes_per_s"] * ours["random_reads_per_node"]), 2
+                )
+                out["note_random_reads"] = (
+                    "random_read_limit_over_our_random_reads_per_s: the limit's reads/s (2 per gather: "
+                    "child[i] and time[i]) over ours (nodes/s x random_reads_per_node, the data-dependent "
+                    "64-byte lines the walk reads per sampled node, cached or not); the ratios above "
+                    "compare one gather with one sampled node"
+                )
     one = doc["ours"].get("1", {})
     if "nodes_per_s" in one:
         for peer in ("peer_numpy", "peer_kumo"):
