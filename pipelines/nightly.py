@@ -141,6 +141,8 @@ class JobReport:
             out.append(
                 ("mlflow", f"run {p['mlflow_run_id']} in experiment {p['experiment']} ({p['tracking_uri']})")
             )
+            if p.get("report"):
+                out.append(("report", str(p["report"])))
         return out
 
     def to_json(self) -> dict[str, Any]:

@@ -5,7 +5,10 @@ the prediction table and its Delta version, the backtest window. Metrics: the ba
 the distribution of tonight's scores (`pred_*`) and drift against the previous night's run in the same
 prediction table (`drift_psi`, `drift_ks`). Plots (pipelines.plots): score distribution, drift, and ROC +
 calibration (binary) or predicted-vs-actual (regression) from the backtest's labelled predictions.
-A `summary.json` artifact holds what every step consumed and produced (secrets masked).
+A `summary.json` artifact holds what every step consumed and produced (secrets masked). The same metrics
+and plots make the night's evaluation report (`report.md` and a self-contained `report.html`), kept in
+the job folder under reports/<run id>/ and logged to the MLflow run under `report/`: what a reviewer opens
+before trusting tonight's table.
 """
 
 from __future__ import annotations
@@ -136,9 +139,13 @@ def publish(ctx: Ctx, decision: Decision) -> dict[str, Any]:
         mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items() if np.isfinite(v)})
         drift: dict[str, float] | None = None
         names: list[str] = []
+        paths: dict[str, Path] = {}
+        report_dir = ctx.job_dir / "reports" / ctx.run_id
         with tempfile.TemporaryDirectory() as d:
             if cfg.publish.plots:
-                paths = plots.log_plots(task, now, y=y, previous=previous, out_dir=d, labelled_pred=labelled)
+                paths = plots.log_plots(
+                    task, now, y=y, previous=previous, out_dir=report_dir, labelled_pred=labelled
+                )
                 names = sorted(paths)
             if previous is not None:
                 psi = plots.population_stability_index(now, previous)
@@ -153,7 +160,10 @@ def publish(ctx: Ctx, decision: Decision) -> dict[str, Any]:
                 )
             )
             mlflow.log_artifact(str(summary))
+        report = _report(ctx, model, back, metrics, drift, paths, report_dir)
+        mlflow.log_artifacts(str(report_dir), "report")
         return {
+            "report": str(report),
             "mlflow_run_id": r.info.run_id,
             "experiment": cfg.mlflow.experiment,
             "tracking_uri": ctx.redact(uri),
@@ -161,3 +171,42 @@ def publish(ctx: Ctx, decision: Decision) -> dict[str, Any]:
             "drift": drift,
             "previous_run": prev_id,
         }
+
+
+def _report(
+    ctx: Ctx,
+    model: dict[str, Any],
+    back: dict[str, Any],
+    metrics: dict[str, float],
+    drift: dict[str, float] | None,
+    figures: dict[str, Path],
+    out_dir: Path,
+) -> Path:
+    """The night's evaluation report; returns the HTML file's path."""
+    from pipelines.report import ReportContent, write_report
+
+    cfg = ctx.cfg
+    backtest = {k.removeprefix("backtest_"): v for k, v in metrics.items() if k.startswith("backtest_")}
+    setup = {
+        "query": cfg.query,
+        "run": ctx.run_id,
+        "model": f"models:/{model['name']}/{model['version']}",
+        "backtest anchor": str(back.get("anchor")),
+        "backtest entities": str(back.get("rows")),
+    }
+    notes = [
+        "Metrics come from the backtest: the model scored at the latest anchor whose label window is "
+        "complete, against the labels observed since.",
+        "Distribution of tonight's scores: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("pred_")),
+    ]
+    if drift:
+        notes.append("Drift against the previous run: " + ", ".join(f"{k} {v:.4g}" for k, v in drift.items()))
+    content = ReportContent(
+        title=f"relfm nightly report: {cfg.name}, {ctx.run_date.isoformat()}",
+        setup=ctx.redact.deep(setup),
+        metrics=backtest,
+        figures={name.replace("_", " "): path for name, path in sorted(figures.items())},
+        notes=notes,
+    )
+    return write_report(content, out_dir)[1]

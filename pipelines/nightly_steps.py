@@ -629,7 +629,7 @@ class PublishStep:
             else "no previous run to compare with"
         )
         plots = outputs.get("plots", [])
-        return f"MLflow run {outputs.get('mlflow_run_id')}", f"{len(plots)} plots; {detail}"
+        return f"MLflow run {outputs.get('mlflow_run_id')}", f"{len(plots)} plots, report; {detail}"
 
 
 def _run_finished(ctx: Ctx, run_id: str) -> bool:

@@ -171,6 +171,7 @@ def _files(root: Path) -> list[Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three runs of the whole job; ~7 minutes on 2 idle cores
 @pytest.mark.xdist_group("nightly-demo")
 def test_demo_job_end_to_end(tmp_path_factory: pytest.TempPathFactory) -> None:
     demo = demo_run(tmp_path_factory)
@@ -208,6 +209,17 @@ def test_demo_job_end_to_end(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert 0.5 < night.data.metrics["backtest_auroc"] <= 1.0 and night.data.metrics["pred_count"] == planes
     plots = {a.path for a in client.list_artifacts(night.info.run_id, "plots")}
     assert plots == {"plots/score_distribution.png", "plots/roc_curve.png", "plots/calibration.png"}
+    # the night's evaluation report: in the job folder and in the MLflow run
+    report = Path(summary["outputs"]["publish"]["report"])
+    assert (
+        report.is_file()
+        and report.parent == home / "jobs" / "nycflights13-nightly" / "reports" / summary["run_id"]
+    )
+    md = (report.parent / "report.md").read_text()
+    assert "AUROC" in md and "![roc curve](roc_curve.png)" in md
+    assert f"report: {report}" in first.stdout
+    arts = {a.path for a in client.list_artifacts(night.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/roc_curve.png"} <= arts
     del mlflow
 
     # the rerun skips every finished step and changes nothing
