@@ -254,6 +254,16 @@ def run_task(task: Task, graph: Any, rfm: Any, args: argparse.Namespace, model_d
             context_rows=p.context_rows,
             run_mode=mode,
         )
+        t0 = time.perf_counter()
+        p = rfm.predict(
+            task.query,
+            at=test[["driverId", "date"]],
+            time_col="date",
+            run_mode=mode,
+            anchor_groups=args.anchor_groups,
+        )
+        tests["zero_shot"] = write_test(test_dir, task, "zero_shot", test, p.frame["prediction"].to_numpy())
+        res["zero_shot"]["test_seconds"] = round(time.perf_counter() - t0, 2)
     if "zero_shot_train_context" in args.methods:
         t0 = time.perf_counter()
         p = rfm.predict(

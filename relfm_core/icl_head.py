@@ -2,8 +2,10 @@
 
 Why: an in-context learner can only be as good as what it extracts from the context. Attention over the
 context (the transformer's ICL layers) learns that from pretraining; a regularised linear model solved
-on the same context — over the entity representations the encoder produces and the entity's own lagged
-and historical target values — extracts it exactly, for any task, with no gradient step on the task.
+on the same context — over the entity representations the encoder produces, the entity's own lagged
+and historical target values and plain aggregates of its sampled subgraph (relfm_core.subgraph_aggregates)
+— extracts it exactly, for any task, with no gradient step on the task. Which of those views it reads is
+chosen by the same cross-validation.
 Transformers trained for in-context regression are known to approximate such ridge solutions; here it is
 computed directly and blended with the attention head. The blend weight and the regularisation are chosen
 by cross-validation on the context alone, so nothing about the rows being predicted is used: this stays
@@ -46,6 +48,7 @@ class ContextProbe:
     cv_scores: dict[str, float] = field(default_factory=dict)
     view: str = "all"
     columns: np.ndarray | None = None  # the feature columns the probe reads (None: all)
+    groups: Any = None  # relfm_core.subgraph_aggregates.AggregateGroups behind the aggregate columns
 
     def select(self, x: Any) -> Any:
         """The probe's feature view of x (NumPy array or torch tensor, rows by features)."""

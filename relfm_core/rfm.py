@@ -30,6 +30,7 @@ from relfm_core.explain import ExplainConfig, Explanation
 from relfm_core.features import GraphFeatures
 from relfm_core.inputs import InputBuilder, TargetNorm, slice_tensors
 from relfm_core.model import RelationalFM
+from relfm_core.subgraph_aggregates import find_groups, probe_features
 from relfm_core.text_encoder import TextEncoder
 
 RunMode = Literal["fast", "normal", "best"]
@@ -269,7 +270,7 @@ class RFM:
                 hq = self.model.encode_query(qt, ql, task)
                 o = self.model.predict_encoded(hq, memory, task, len(classes))
                 if probe is not None:
-                    o = _blend(probe, task, torch.cat([hq, ql], -1).numpy(), o)
+                    o = _blend(probe, task, probe_features(hq, ql, qt, probe.groups).numpy(), o)
                 if task == "binary":
                     out_val[b] = torch.sigmoid(o).numpy()
                 elif task == "regression":
@@ -330,9 +331,16 @@ class RFM:
             if head_oof is None:
                 head_oof = np.zeros((len(y), *o.shape[1:]))
             head_oof[te] = o
-        width = hu.shape[1] + cl.shape[1]
-        views = {"history": np.arange(hu.shape[1], width)}  # the entity's own lagged labels alone
-        return fit_probe(task, torch.cat([hu, cl], -1).numpy(), y, head_oof, cfg, num_classes, views)
+        groups = find_groups(ct)
+        x = probe_features(hu, cl, ct, groups).numpy()
+        d, h = hu.shape[1], cl.shape[1]
+        views = {
+            "history": np.arange(d, d + h),  # the entity's own lagged labels alone
+            "history+aggregates": np.arange(d, x.shape[1]),
+        }
+        probe = fit_probe(task, x, y, head_oof, cfg, num_classes, views)
+        probe.groups = groups
+        return probe
 
     def _predict_links(
         self,

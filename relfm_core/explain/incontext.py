@@ -34,6 +34,7 @@ from relfm_core.explain.local import local_explanation
 from relfm_core.explain.saliency import Reference
 from relfm_core.inputs import InputBuilder, TargetNorm
 from relfm_core.model import RelationalFM
+from relfm_core.subgraph_aggregates import probe_features
 
 FOLDS = 2
 
@@ -68,7 +69,9 @@ def in_context_forward(
     def raw(t: dict[str, torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
         hq = model.encode_query(t, feats, task)
         o = model.predict_encoded(hq, memory, task, num_classes)
-        return blend_torch(probe, task, torch.cat([hq, feats], -1), o)
+        if probe is None:
+            return o
+        return blend_torch(probe, task, probe_features(hq, feats, t, probe.groups), o)
 
     return raw
 
@@ -163,7 +166,7 @@ class InContextExplainer:
         n = len(y)
         fold = np.random.default_rng(self.seed).permutation(n) % FOLDS
         hq = self.model.encode_query(ctx, ctx_feats, self.task)
-        x = torch.cat([hq, ctx_feats], -1)
+        x = probe_features(hq, ctx_feats, ctx, None if probe is None else probe.groups)
         out: np.ndarray | None = None
         for f in range(FOLDS):
             test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)

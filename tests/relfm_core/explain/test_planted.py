@@ -1,12 +1,11 @@
 """The planted-signal check: on a database whose label is driven by one item column two hops from the
 user (graph_engine.synthetic.planted_config), explanations of the shipped model, zero-shot.
 
-What passes today: the explanations are computed on that database end to end, and the global
-explanation's cohort-to-label relation singles out the planted column among its matched noise twins.
-What does not, yet: the shipped (provisional) weights do not rely on the planted column, so neither the
-local ranking nor the prediction-variance importance puts it first; `test_model_relies_on_the_planted_
-column` states the issue's acceptance check and is an expected failure until the model learns it. No
-model we could fine-tune in seconds (or in 1,250 steps) did either; see docs/explanations.md.
+What passes: the explanations are computed on that database end to end; the local explanation ranks the
+planted column first for >= 90% of the entities (the in-context probe reads it through the subgraph
+aggregates, relfm_core.subgraph_aggregates); the global explanation's cohort-to-label relation singles it
+out among its matched noise twins. What does not, yet: the prediction-variance importance ranks it second,
+just behind orders.order_time (recency), which the planted process itself drives.
 """
 
 from __future__ import annotations
@@ -98,11 +97,18 @@ def _hit_rates(planted: dict[str, Any]) -> tuple[float, int]:
     return local_hits, rank
 
 
-@pytest.mark.xfail(reason="the provisional shipped weights do not use the planted column", strict=False)
-def test_model_relies_on_the_planted_column(planted: dict[str, Any]) -> None:
-    """The issue's check: local explanations rank the planted column first for >= 90% of entities and
-    the global importance ranks it first."""
-    local_hits, global_rank = _hit_rates(planted)
-    assert local_hits >= 0.9 and global_rank == 1, (
-        f"local hit rate {local_hits:.0%}, global rank {global_rank}"
-    )
+def test_local_explanations_rank_the_planted_column_first(planted: dict[str, Any]) -> None:
+    """The issue's check, local half: the planted column is the strongest contributor for >= 90% of the
+    entities (the in-context probe reads it through the subgraph aggregates; measured 95%)."""
+    local_hits, _ = _hit_rates(planted)
+    assert local_hits >= 0.9, f"local hit rate {local_hits:.0%}"
+
+
+@pytest.mark.xfail(
+    reason="orders.order_time (recency, which the planted process drives) edges out the planted column",
+    strict=False,
+)
+def test_global_importance_ranks_the_planted_column_first(planted: dict[str, Any]) -> None:
+    """The issue's check, global half: measured rank 2, importance 0.01533 against 0.01552."""
+    _, global_rank = _hit_rates(planted)
+    assert global_rank == 1, f"global rank {global_rank}"
