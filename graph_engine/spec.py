@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from graph_engine.errors import SpecError
+from graph_engine.yaml_file import read_yaml
 
 
 class SemanticType(StrEnum):
@@ -99,14 +100,7 @@ class GraphSpec(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> GraphSpec:
         p = Path(path)
-        if not p.is_file():
-            raise SpecError(f"graph spec {p}: file not found")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            pos = f" at {mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-            raise SpecError(f"graph spec {p}: invalid YAML{pos}") from None
+        data = read_yaml(p, "graph spec", SpecError)
         if not isinstance(data, dict):
             raise SpecError(f"graph spec {p}: expected a mapping with 'tables'")
         return cls.from_dict(data, base_dir=p.parent)

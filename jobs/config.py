@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from graph_engine.errors import RelfmError
+from graph_engine.yaml_file import read_yaml
 from pipelines.nightly_config import NightlyConfig
 
 JobConfig = NightlyConfig  # the schema lives with the pipeline that reads it
@@ -73,14 +74,7 @@ def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any, var: str, wh
 def load_job(path: str | Path, environ: Mapping[str, str] | None = None) -> NightlyConfig:
     p = Path(path)
     where = f"job config {p}"
-    if not p.is_file():
-        raise RelfmError(f"{where}: file not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        pos = f" at {mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise RelfmError(f"{where}: invalid YAML{pos}") from None
+    data = read_yaml(p, "job config")
     if data is not None and not isinstance(data, dict):
         raise RelfmError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
     data = dict(data or {})

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from graph_engine.errors import RelfmError
 from graph_engine.spec import expand_vars
+from graph_engine.yaml_file import read_yaml
 from relfm_core.labels import TableConfig
 
 RUN_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")  # safe inside a Delta predicate and a file name
@@ -195,14 +195,7 @@ def load_config(path: str | Path, cls: type[C], overrides: dict[str, Any] | None
     """A stage config from YAML (+ CLI overrides), with a one-line error naming the field at fault."""
     what = "finetune" if cls is FinetuneStageConfig else "score"
     p = Path(path)
-    if not p.is_file():
-        raise RelfmError(f"{what} config {p}: file not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        pos = f" at {mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise RelfmError(f"{what} config {p}: invalid YAML{pos}") from None
+    data = read_yaml(p, f"{what} config")
     if data is not None and not isinstance(data, dict):
         raise RelfmError(f"{what} config {p}: expected a mapping of fields, got {type(data).__name__}")
     data = {**(data or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}

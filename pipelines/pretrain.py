@@ -7,20 +7,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from graph_engine.errors import RelfmError
+from graph_engine.yaml_file import read_yaml
 from pipelines import tracking
 from relfm_core.pretrain.loop import PretrainConfig, pretrain
 
 
 def load_config(path: str | Path) -> PretrainConfig:
     p = Path(path)
-    if not p.is_file():
-        raise RelfmError(f"pretrain config {p}: file not found")
+    data = read_yaml(p, "pretrain config")
     try:
-        return PretrainConfig.model_validate(yaml.safe_load(p.read_text()) or {})
+        return PretrainConfig.model_validate(data or {})
     except ValidationError as e:
         err = e.errors()[0]
         raise RelfmError(f"pretrain config {p}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None

@@ -156,3 +156,11 @@ def test_metrics_follower_logs_each_line_once(tmp_path: Path) -> None:
     assert MetricsFollower(path, run_id, uri).flush() == 1
     assert MetricsFollower(path, run_id, uri).flush() == 0
     assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == [1, 2, 3]
+
+
+def test_a_broken_pretrain_config_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("name: x\nmodel: {d: 128\n")
+    from pipelines.pretrain import load_config as load_pretrain_config
+
+    with pytest.raises(RelfmError, match=r"^pretrain config .*p\.yaml: invalid YAML at 3:1$"):
+        load_pretrain_config(tmp_path / "p.yaml")
