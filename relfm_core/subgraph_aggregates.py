@@ -72,9 +72,17 @@ def aggregates(t: dict[str, torch.Tensor], groups: AggregateGroups) -> torch.Ten
     num = t["cell_num"]
     # presence as a weight, not a test: explanations interpolate the null flag along with the values
     present = (1.0 - num[..., _NULL]).clamp(0.0, 1.0) * mask[..., None].to(num.dtype)
+    nodes: dict[tuple[int, int], torch.Tensor] = {}
+
+    def node_mask(table: int, hop: int) -> torch.Tensor:
+        """The entity's sampled rows of one table at one hop (shared by that pair's groups)."""
+        if (table, hop) not in nodes:
+            nodes[table, hop] = mask & (t["node_table"] == table) & (t["node_hop"] == hop)
+        return nodes[table, hop]
+
     out: list[torch.Tensor] = []
     for table, hop, col in groups.cells:
-        node = mask & (t["node_table"] == table) & (t["node_hop"] == hop)
+        node = node_mask(table, hop)
         w = present * (node[..., None] & (t["cell_col"] == col)).to(num.dtype)
         count = w.flatten(1).sum(1).clamp(min=1.0)
         out.append((num[..., _VALUE] * w).flatten(1).sum(1) / count)
@@ -85,8 +93,7 @@ def aggregates(t: dict[str, torch.Tensor], groups: AggregateGroups) -> torch.Ten
             first = first * (first.cumsum(1) == 1)  # one-hot at the first row holding a value
         out.append((num[..., _VALUE].flatten(1) * first.to(num.dtype)).sum(1))
     for table, hop in groups.rows:
-        node = mask & (t["node_table"] == table) & (t["node_hop"] == hop)
-        out.append(torch.log1p(node.to(num.dtype).sum(1)))
+        out.append(torch.log1p(node_mask(table, hop).to(num.dtype).sum(1)))
     if not out:
         return torch.zeros(mask.shape[0], 0, dtype=num.dtype)
     return torch.stack(out, 1)
