@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
@@ -60,7 +61,7 @@ class BackgroundWriter:
             raise self._error
 
 
-class _Chunked:
+class _Chunked(ABC):
     """Buffers tables and hands `_flush` slices of exactly `chunk_rows` rows (the last may be shorter)."""
 
     def __init__(self, schema: pa.Schema, chunk_rows: int) -> None:
@@ -89,8 +90,9 @@ class _Chunked:
         self._flush(table.combine_chunks())
         self.written += table.num_rows
 
+    @abstractmethod
     def _flush(self, table: pa.Table) -> None:
-        raise NotImplementedError
+        """Writes one chunk: each sink (Parquet, Delta) says how."""
 
     def _finish(self) -> None:
         return None
