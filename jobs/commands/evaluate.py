@@ -11,12 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from jobs.commands.options import GraphArg, QueryOpt
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
-        graph: Annotated[str, typer.Argument(help="A built graph folder, or a graph spec (YAML).")],
-        query: Annotated[str, typer.Option("--query", "-q", help="The PQL query.")],
+        graph: GraphArg,
+        query: QueryOpt,
         out: Annotated[
             Path, typer.Option("--out", "-o", help="Folder for report.md, report.html, plots and tables.")
         ] = Path("evaluation"),

@@ -9,13 +9,15 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from jobs.commands.options import GraphArg, ParquetOut, QueryOpt
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def predict(
-        graph: Annotated[str, typer.Argument(help="A built graph folder, or a graph spec (YAML).")],
-        query: Annotated[str, typer.Option("--query", "-q", help="The PQL query.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
+        graph: GraphArg,
+        query: QueryOpt,
+        out: ParquetOut,
         at: Annotated[
             Path | None,
             typer.Option(
