@@ -132,12 +132,13 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _importance_rows(imp: pd.DataFrame, top: int = 15) -> tuple[list[str], list[list[str]]]:
-    header = ["rank", "column", "kind", "importance", "spread", "label variance", "cohorts"]
+    header = ["rank", "column", "kind", "view", "importance", "spread", "label variance", "cohorts"]
     rows = [
         [
             str(int(r["rank"])),
             f"{r['table']}.{r['column']}",
             str(r["kind"]),
+            str(r.get("view", "")),
             _fmt(float(r["importance"])),
             _fmt(float(r["spread"])),
             _fmt(float(r["label_variance"])),

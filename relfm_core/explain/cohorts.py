@@ -1,14 +1,17 @@
 """Global explanations: cohorts of labelled examples by each column, and how predictions vary across them.
 
 For every column of every table the model reads from the entity (the tables of its sampled subgraphs),
-each example gets one value from its own subgraph, the way the model saw it: the entity's own cell for
-the entity table; over the linked rows of another table, the mean of a number or a timestamp's age,
-the most frequent category, and for a table's time column the age of its latest row (recency).
+each example gets a value from its own subgraph, the way the model saw it: the entity's own cell for
+the entity table; over the linked rows of another table, the mean of a number or a timestamp's age and
+the number on the most recent linked row (the model reads both: relfm_core.subgraph_aggregates), the
+most frequent category, and for a table's time column the age of its latest row (recency).
 Examples are then split into cohorts (quantile bins of numbers, the most frequent categories), and
 the column's importance is the variance, across cohorts weighted by size, of the mean prediction: a
-column the model ignores splits the examples into cohorts with the same average prediction. Beside
-each cohort's mean prediction stands its mean label, so users can check that what the model learned
-is what the data says (the cohort-to-label relation).
+column the model ignores splits the examples into cohorts with the same average prediction. A column
+read two ways (mean, latest row) is reported by the view that moves predictions most, so a signal
+carried by the latest row is not diluted by the mean over older ones. Beside each cohort's mean
+prediction stands its mean label, so users can check that what the model learned is what the data says
+(the cohort-to-label relation).
 """
 
 from __future__ import annotations
@@ -44,14 +47,15 @@ class ColumnValues:
     column: str
     kind: str  # "numeric", "timestamp" (age in days), "categorical", "recency" (days since latest row)
     values: np.ndarray
+    view: str = "own row"  # "own row", "mean", "latest row", "most frequent"
 
 
 @dataclass
 class GlobalExplanation:
     """Column importances (variance of cohort mean predictions) and the cohorts behind them."""
 
-    columns: pd.DataFrame  # table, column, kind, importance, spread, label_variance, cohorts, rank
-    cohorts: pd.DataFrame  # table, column, cohort, order, count, share, mean_prediction, mean_label
+    columns: pd.DataFrame  # table, column, kind, view, importance, spread, label_variance, cohorts, rank
+    cohorts: pd.DataFrame  # table, column, view, cohort, order, count, share, mean_prediction, mean_label
     examples: int
     target: str = "prediction"  # what `mean_prediction` and `mean_label` average
     summary: list[str] = field(default_factory=list)
@@ -77,6 +81,7 @@ def subgraph_values(
         if not sel.any():
             continue
         s, rows = seed[sel], sub.row[sel]
+        own = tname == entity_table
         tv = graph.table(tname)
         ts = features.tables[features.table_index[tname]]
         for cs in ts.columns:
@@ -88,18 +93,31 @@ def subgraph_values(
                 if cs.stype == SemanticType.timestamp:
                     v = (sub.anchor[s] - v) / DAY_NS
                     kind = "timestamp"
-                out.append(ColumnValues(tname, cs.name, kind, _mean_by(s, v, valid, b)))
+                if own:
+                    out.append(ColumnValues(tname, cs.name, kind, _mean_by(s, v, valid, b)))
+                    continue
+                out.append(ColumnValues(tname, cs.name, kind, _mean_by(s, v, valid, b), "mean"))
+                out.append(ColumnValues(tname, cs.name, kind, _first_by(s, v, valid, b), "latest row"))
             elif cs.stype == SemanticType.categorical:
                 codes = np.asarray(col.value[rows], dtype=np.int64)  # type: ignore[index]
                 ok = valid & (codes >= 0)
-                out.append(ColumnValues(tname, cs.name, "categorical", _mode_by(s, codes, ok, b, col.vocab)))
+                values = _mode_by(s, codes, ok, b, col.vocab)
+                out.append(
+                    ColumnValues(tname, cs.name, "categorical", values, "own row" if own else "most frequent")
+                )
         time_col = graph.schema.tables[tname].time_column
         if time_col is not None:
             age = sub.rel_time[sel].astype(np.float64) / DAY_NS
             latest = np.full(b, np.inf)
             np.minimum.at(latest, s, age)
             out.append(
-                ColumnValues(tname, time_col, "recency", np.where(np.isfinite(latest), latest, np.nan))
+                ColumnValues(
+                    tname,
+                    time_col,
+                    "recency",
+                    np.where(np.isfinite(latest), latest, np.nan),
+                    "own row" if own else "latest row",
+                )
             )
     return out
 
@@ -110,6 +128,16 @@ def _mean_by(seed: np.ndarray, v: np.ndarray, valid: np.ndarray, b: int) -> np.n
     count = np.bincount(seed[ok], minlength=b)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _first_by(seed: np.ndarray, v: np.ndarray, valid: np.ndarray, b: int) -> np.ndarray:
+    """The value on each seed's first row holding one: the sampler emits an entity's rows newest first
+    (children by time, parents in the order of the children leading to them)."""
+    ok = np.flatnonzero(valid & np.isfinite(v))
+    out = np.full(b, np.nan)
+    seeds, first = np.unique(seed[ok], return_index=True)  # first occurrence in emission order
+    out[seeds] = v[ok[first]]
+    return out
 
 
 def _mode_by(
@@ -205,6 +233,7 @@ def global_explanation(
                 "table": cv.table,
                 "column": cv.column,
                 "kind": cv.kind,
+                "view": cv.view,
                 "importance": importance,
                 "spread": spread,
                 "label_variance": label_var,
@@ -216,6 +245,7 @@ def global_explanation(
                 {
                     "table": cv.table,
                     "column": cv.column,
+                    "view": cv.view,
                     "cohort": names,
                     "order": np.arange(k),
                     "count": count.astype(np.int64),
@@ -228,11 +258,16 @@ def global_explanation(
         )
     columns = pd.DataFrame(
         col_rows,
-        columns=["table", "column", "kind", "importance", "spread", "label_variance", "cohorts"],
+        columns=["table", "column", "kind", "view", "importance", "spread", "label_variance", "cohorts"],
     )
-    columns = columns.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+    # one row per column: the view that moves predictions most (stable: the first view wins ties)
+    columns = columns.sort_values("importance", ascending=False, kind="stable")
+    columns = columns.drop_duplicates(["table", "column"]).reset_index(drop=True)
     columns["rank"] = np.arange(1, len(columns) + 1)
     cohorts = pd.concat(cohort_frames, ignore_index=True) if cohort_frames else pd.DataFrame()
+    if not cohorts.empty:
+        chosen = columns[["table", "column", "view"]]
+        cohorts = cohorts.merge(chosen, on=["table", "column", "view"], how="inner")
     expl = GlobalExplanation(columns, cohorts, len(pred), target)
     expl.summary = _summary(expl)
     return expl
@@ -255,23 +290,21 @@ def _weighted_variance(means: np.ndarray, count: np.ndarray, use: np.ndarray) ->
 
 
 def _summary(expl: GlobalExplanation, top: int = 5) -> list[str]:
-    """'items.price: mean prediction 0.12 for [1.2, 8.4) to 0.61 for [40.1, 95] (labels 0.10 to 0.58)'."""
+    """'items.price (latest row): mean prediction 0.12 for [1.2, 8.4) to 0.61 for [40.1, 95] (labels 0.10
+    and 0.58)'."""
     out: list[str] = []
-    for t, c, imp in zip(
-        expl.columns["table"][:top],
-        expl.columns["column"][:top],
-        expl.columns["importance"][:top],
-        strict=True,
-    ):
-        if imp <= 0:
+    for _, r in expl.columns.head(top).iterrows():
+        if r["importance"] <= 0:
             continue
+        t, c = r["table"], r["column"]
         co = expl.cohorts[
             (expl.cohorts["table"] == t) & (expl.cohorts["column"] == c) & expl.cohorts["scored"]
         ]
         lo = co.loc[co["mean_prediction"].idxmin()]
         hi = co.loc[co["mean_prediction"].idxmax()]
+        how = f" ({r['view']})" if r["view"] in ("mean", "latest row") else ""
         out.append(
-            f"{t}.{c}: mean {expl.target} {format_amount(lo['mean_prediction']).lstrip('+')} for "
+            f"{t}.{c}{how}: mean {expl.target} {format_amount(lo['mean_prediction']).lstrip('+')} for "
             f"{lo['cohort']} to {format_amount(hi['mean_prediction']).lstrip('+')} for {hi['cohort']} "
             f"(labels {format_amount(lo['mean_label']).lstrip('+')} and "
             f"{format_amount(hi['mean_label']).lstrip('+')})"
