@@ -81,7 +81,14 @@ def prepare_data(cfg: FinetuneStageConfig, engine: LabelEngine, anchor: int, run
         return dict(json.loads(plan_file.read_text()))
     task = str(engine.task_type.value)
     if task not in ("binary", "regression", "multiclass"):
-        raise RelfmError(f"fine-tuning supports binary, regression and multiclass queries, not {task}")
+        raise RelfmError(
+            f"the fine-tuning job supports binary, regression and multiclass queries, not {task}"
+            + (
+                " (link prediction fine-tunes in one process: relfm_core.finetune.finetune)"
+                if task == "link_prediction"
+                else ""
+            )
+        )
     tables = training_table(engine, anchor, cfg.table)
     train, val = tables.train, tables.val
     if len(train) == 0 or len(val) == 0:

@@ -5,7 +5,7 @@ lands here. The output is the pairs file with the prediction columns added (exis
 without pairs, every entity the query asks about at the graph's latest time with its key and that time.
 Predictions are what users act on: the probability of true (binary), the value (regression), the
 class plus one `prob_<class>` column per class (multiclass), or the top k keys of the linked table, best
-first, with their `scores` (link prediction, zero-shot only).
+first, with their `scores` (link prediction).
 
 The model is a pretrained checkpoint (zero-shot: a context of labelled examples generated from the
 query, or the given labelled table) or a fine-tuned model folder (one forward pass per entity, no
@@ -177,6 +177,11 @@ def _finetuned_predictions(
     features = GraphFeatures(graph, TextEncoder(relfm_home() / "text-embeddings.sqlite"))
     builder = InputBuilder(graph, features, lags=loaded.model.base.cfg.lags)
     report.seconds["features"] = time.perf_counter() - t0
+    if loaded.meta["task_type"] == "link_prediction":
+        from relfm_core.finetune_links import score_links
+
+        keys, scores = score_links(loaded, builder, engine, rows, anchors)
+        return {"prediction": pa.array(keys), "scores": pa.array(scores, pa.list_(pa.float64()))}
     out = score(loaded, builder, engine, rows, anchors)
     cols = _prediction_columns(str(loaded.meta["task_type"]), out, list(loaded.meta.get("classes") or []))
     if explain:

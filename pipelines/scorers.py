@@ -78,6 +78,11 @@ class FinetunedScorer:
         self.loaded.model.to(self.device)
         self.engine = LabelEngine(graph, self.loaded.query)
         self.task_type = str(self.loaded.meta["task_type"])
+        if self.task_type == "link_prediction":
+            raise RelfmError(
+                f"batch scoring writes binary, regression and multiclass predictions; the link-prediction "
+                f"model {folder} ranks with `relfm predict`"
+            )
         self.classes: list[Any] = list(self.loaded.meta.get("classes") or [])
         features = GraphFeatures(graph, text or text_encoder())
         self.builder = InputBuilder(graph, features, lags=self.loaded.model.base.cfg.lags)

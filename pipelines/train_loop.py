@@ -30,7 +30,7 @@ from torch import nn
 from graph_engine.shards.reader import Graph
 from pipelines import ray_cluster
 from relfm_core.features import GraphFeatures
-from relfm_core.finetune import FinetuneConfig, FinetunedModel, save_finetuned
+from relfm_core.finetune import FinetuneConfig, FinetunedModel, attach_probe, save_finetuned
 from relfm_core.inputs import InputBuilder, TargetNorm, slice_tensors
 from relfm_core.labels import LabelEngine
 from relfm_core.metrics import auroc
@@ -335,7 +335,9 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if not r.main:
         return None
     out_dir = Path(config["output"])
-    meta = finish(config, plan, graph, engine, norm, classes, state, base.cfg.to_dict(), out_dir)
+    meta = finish(
+        config, plan, graph, engine, norm, classes, state, base.cfg.to_dict(), out_dir, (train_in, val_in)
+    )
     world_samples = samples * r.world
     return {
         "model_dir": str(out_dir),
@@ -363,8 +365,10 @@ def finish(
     state: dict[str, Any],
     model_cfg: dict[str, Any],
     out_dir: Path,
+    chunks: tuple[list[Inputs], list[Inputs]],
 ) -> dict[str, float]:
-    """Rank 0: the best epoch's weights saved as the relfm artefact, written atomically."""
+    """Rank 0: the best epoch's weights with the linear probe path solved on its training shard and the
+    validation rows (relfm_core.task_probe), saved as the relfm artefact, written atomically."""
     from relfm_core.model import ModelConfig, RelationalFM
 
     run_dir = Path(config["run_dir"])
@@ -372,9 +376,17 @@ def finish(
     if state.get("best_file"):
         load_weights(final, run_dir / state["best_file"])
     final.eval()
+    probe = attach_probe(final, *chunks)
     ts = config["train"]
+    head_score = float(state["best"]) if math.isfinite(state["best"]) else float("nan")
+    val_score = head_score
+    if probe is not None:
+        with torch.no_grad():
+            out = torch.cat([final(tv, lv) for tv, lv, _ in chunks[1]])
+        val_score = validation_score(plan["task_type"], out, torch.cat([yv for _, _, yv in chunks[1]]))
     metrics = {
-        "val_score": float(state["best"]) if math.isfinite(state["best"]) else float("nan"),
+        "val_score": val_score,
+        "head_val_score": head_score,
         "epochs": float(len(state["history"])),
         "train_rows": float(plan["n_train"]),
         "val_rows": float(plan["n_val"]),

@@ -29,6 +29,8 @@ from relfm_core.features import GraphFeatures
 from relfm_core.inputs import InputBuilder, TargetNorm, slice_tensors
 from relfm_core.metrics import auroc
 from relfm_core.model import TASK_TYPES, ModelConfig, RelationalFM, task_loss
+from relfm_core.subgraph_aggregates import MAX_GROUPS, AggregateGroups, find_groups
+from relfm_core.task_probe import ProbeData, ProbeSpec, TaskProbe, features_of, fit_task_probe, views_of
 from relfm_core.training import load_weights, save_weights
 
 KIND = "relfm-finetuned"
@@ -43,11 +45,15 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     patience: int = 4
     max_train_rows: int = 20_000
+    # rows the linear probe path is solved on (relfm_core.task_probe): it needs only a forward pass per
+    # row, so it can read more of the training table than the transformer is trained on
+    max_probe_rows: int = 50_000
     seed: int = 0
 
 
 class FinetunedModel(nn.Module):
-    """The pretrained encoder with a task head: one forward pass per entity, no context."""
+    """The pretrained encoder with a task head, and once trained the linear probe path beside it
+    (relfm_core.task_probe): one forward pass per entity, no context."""
 
     def __init__(self, base: RelationalFM, task_type: str, num_classes: int = 0) -> None:
         super().__init__()
@@ -55,15 +61,72 @@ class FinetunedModel(nn.Module):
         self.task_type = task_type
         self.num_classes = num_classes
         d = base.cfg.d
-        out = {"binary": 1, "regression": 2, "multiclass": max(num_classes, 2)}[task_type]
-        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, out))
+        self.head: nn.Module | None = None  # link prediction keeps the pretrained candidate scorer
+        if task_type != "link_prediction":
+            out = {"binary": 1, "regression": 2, "multiclass": max(num_classes, 2)}[task_type]
+            self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, out))
+        self.probe: TaskProbe | None = None
 
-    def forward(self, t: dict[str, torch.Tensor], lags: torch.Tensor) -> torch.Tensor:
+    def represent(self, t: dict[str, torch.Tensor], lags: torch.Tensor) -> torch.Tensor:
         b = lags.shape[0]
         unk = self.base.label_tokens(self.task_type, None, b)
-        h = self.base.encode(t, lags, TASK_TYPES.index(self.task_type), unk) + unk
-        o = self.head(h)
+        return self.base.encode(t, lags, TASK_TYPES.index(self.task_type), unk) + unk
+
+    def head_output(self, h: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            raise RelfmError(
+                "a link-prediction model ranks candidates (relfm_core.finetune_links.score_links)"
+            )
+        o: torch.Tensor = self.head(h)
         return o.squeeze(-1) if self.task_type == "binary" else o
+
+    def forward(self, t: dict[str, torch.Tensor], lags: torch.Tensor) -> torch.Tensor:
+        h = self.represent(t, lags)
+        o = self.head_output(h)
+        return o if self.probe is None else self.probe(h, lags, t, o)
+
+
+Chunk = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]  # subgraph tensors, lags, targets
+
+
+@torch.no_grad()
+def attach_probe(model: FinetunedModel, train: list[Chunk], val: list[Chunk]) -> TaskProbe | None:
+    """Solves the linear probe path on the training chunks with the trained encoder, chooses its view and
+    blend weight on the validation chunks, and attaches it (None: the trained head alone was better)."""
+    model.probe = None
+    was_training = model.training
+    model.eval()
+    groups = _union_groups([t for t, _, _ in train])
+
+    def data(chunks: list[Chunk]) -> ProbeData:
+        xs, ys, heads = [], [], []
+        for t, lg, y in chunks:
+            h = model.represent(t, lg)
+            o = model.head_output(h)
+            xs.append(features_of(h, lg, t, groups))
+            heads.append((o[:, 0] if model.task_type == "regression" else o).double().numpy())
+            ys.append(y.double().numpy())
+        return ProbeData(np.concatenate(xs), np.concatenate(ys), np.concatenate(heads))
+
+    tr, va = data(train), data(val)
+    width = int(train[0][1].shape[1])
+    d = tr.x.shape[1] - width - groups.width
+    k = tr.head.shape[1] if model.task_type == "multiclass" else 0
+    probe = fit_task_probe(model.task_type, tr, va, views_of(d, width, tr.x.shape[1]), groups, k)
+    model.probe = probe
+    model.train(was_training)
+    return probe
+
+
+def _union_groups(ts: list[dict[str, torch.Tensor]]) -> AggregateGroups:
+    """Aggregate groups found in any training chunk, in first-seen order."""
+    cells: dict[tuple[int, int, int], None] = {}
+    rows: dict[tuple[int, int], None] = {}
+    for t in ts:
+        g = find_groups(t)
+        cells.update(dict.fromkeys(g.cells))
+        rows.update(dict.fromkeys(g.rows))
+    return AggregateGroups(tuple(list(cells)[:MAX_GROUPS]), tuple(list(rows)[:MAX_GROUPS]))
 
 
 @dataclass
@@ -109,10 +172,15 @@ def finetune(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     task = str(getattr(engine.task_type, "value", engine.task_type))
-    if task not in ("binary", "regression", "multiclass"):
-        raise RelfmError(f"fine-tuning supports binary, regression and multiclass queries, not {task}")
+    if task not in ("binary", "regression", "multiclass", "link_prediction"):
+        raise RelfmError(f"fine-tuning supports binary, regression, multiclass and link queries, not {task}")
     if len(train) == 0 or len(val) == 0:
         raise RelfmError("fine-tuning needs non-empty training and validation tables")
+    if task == "link_prediction":
+        from relfm_core.finetune_links import finetune_links
+
+        return finetune_links(graph, features, base, engine, train, val, out_dir, cfg, log)
+    probe_train = train.sample(min(len(train), cfg.max_probe_rows), random_state=cfg.seed)
     if len(train) > cfg.max_train_rows:
         train = train.sample(cfg.max_train_rows, random_state=cfg.seed)
     classes: list[Any] = []
@@ -120,6 +188,7 @@ def finetune(
         classes = sorted(set(train["label"].tolist()), key=str)
         slot = {c: i for i, c in enumerate(classes)}
         val = val[val["label"].isin(slot)]
+        probe_train = probe_train[probe_train["label"].isin(slot)]
         y_tr = np.array([slot[v] for v in train["label"]], dtype=np.float64)
         y_va = np.array([slot[v] for v in val["label"]], dtype=np.float64)
         norm = TargetNorm.fit(task, y_tr, classes)
@@ -152,6 +221,7 @@ def finetune(
     y_va_t = torch.from_numpy(y_va.astype(np.float32))
     # a copy: fine-tuning must not change the caller's pretrained model (it may serve zero-shot too)
     model = FinetunedModel(copy.deepcopy(base), task, len(classes))
+    assert model.head is not None
     model.train()
     opt = torch.optim.AdamW(
         [
@@ -198,7 +268,23 @@ def finetune(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    metrics = {"val_score": float(best), "epochs": float(len(history))}
+    metrics = {"head_val_score": float(best), "epochs": float(len(history))}
+    if len(probe_train) > len(train):
+        y_pr = probe_train["label"].to_numpy()
+        y_pr = (
+            np.array([slot[v] for v in y_pr])
+            if task == "multiclass"
+            else norm.forward(y_pr.astype(np.float64))
+        )
+        y_pr_t = torch.from_numpy(np.asarray(y_pr, dtype=np.float32))
+        chunks = [
+            (t, lg, y_pr_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(build(probe_train))
+        ]
+    else:
+        chunks = [(t, lg, y_tr_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(tr_in)]
+    val_chunks = [(t, lg, y_va_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(va_in)]
+    probe = attach_probe(model, chunks, val_chunks)
+    metrics["val_score"] = _validation_score(task, _predict(model, va_in), y_va_t) if probe else float(best)
     path = save_finetuned(model, out_dir, engine, graph, norm, classes, metrics, cfg)
     return FinetuneResult(path, metrics, history)
 
@@ -228,6 +314,7 @@ def save_finetuned(
         "sources": graph.manifest.get("sources", {}),
         "metrics": metrics,
         "finetune": asdict(cfg),
+        "probe": model.probe.spec.to_dict() if model.probe is not None else None,
     }
     (out / "config.json").write_text(json.dumps(meta, indent=1, default=str))
     return out
@@ -260,6 +347,8 @@ def load_finetuned(path: str | Path) -> LoadedFinetuned:
     meta = json.loads((p / "config.json").read_text())
     base = RelationalFM(ModelConfig(**meta["model"]))
     model = FinetunedModel(base, meta["task_type"], int(meta["num_classes"]))
+    if meta.get("probe"):
+        model.probe = TaskProbe(meta["task_type"], ProbeSpec.from_dict(meta["probe"]))
     load_weights(model, p / "model.safetensors")
     model.eval()
     n = meta["norm"]
@@ -284,8 +373,13 @@ def score(
     anchors: np.ndarray,
     batch_size: int = 512,
 ) -> np.ndarray:
-    """Predictions in label space: probability (binary), value (regression), class probabilities [n, k]."""
+    """Predictions in label space: probability (binary), value (regression), class probabilities [n, k]
+    (link prediction: relfm_core.finetune_links.score_links)."""
     task = loaded.meta["task_type"]
+    if task == "link_prediction":
+        raise RelfmError(
+            "a link-prediction model ranks candidates: use relfm_core.finetune_links.score_links"
+        )
     outs = []
     for i in range(0, len(rows), batch_size):
         t, lg, _ = builder.build(engine, rows[i : i + batch_size], anchors[i : i + batch_size], loaded.norm)

@@ -76,13 +76,15 @@ class ContextProbe:
         return (1.0 - self.weight) * head + self.weight * p
 
 
-def _fit(task: str, param: float, x: np.ndarray, y: np.ndarray, seed: int) -> LogisticRegression | Ridge:
+def fit_linear(
+    task: str, param: float, x: np.ndarray, y: np.ndarray, seed: int
+) -> LogisticRegression | Ridge:
     if task == "regression":
         return Ridge(alpha=param).fit(x, y)
     return LogisticRegression(C=param, max_iter=1000, random_state=seed).fit(x, y.astype(np.int64))
 
 
-def _loss(task: str, y: np.ndarray, out: np.ndarray, n_classes: int) -> float:
+def probe_loss(task: str, y: np.ndarray, out: np.ndarray, n_classes: int) -> float:
     """Cross-validation loss in the head's output space (logits or normalised values)."""
     if task == "regression":
         return float(mean_squared_error(y, out))
@@ -133,7 +135,7 @@ def fit_probe(
     def oof(xs: np.ndarray, param: float) -> np.ndarray:
         out = np.zeros((len(y), k)) - 30.0 if task == "multiclass" else np.zeros(len(y))
         for tr, te in splits:
-            m = _fit(task, param, xs[tr], y[tr], cfg.seed)
+            m = fit_linear(task, param, xs[tr], y[tr], cfg.seed)
             if task == "multiclass":
                 assert isinstance(m, LogisticRegression)
                 cols = m.classes_.astype(np.int64)
@@ -159,19 +161,19 @@ def fit_probe(
                 if w == 0.0:
                     continue
                 out = p if head_oof is None else (1.0 - w) * head_oof + w * p
-                loss = _loss(task, y, out, k)
+                loss = probe_loss(task, y, out, k)
                 probe.cv_scores[f"view={view},param={param},w={w}"] = round(loss, 5)
                 if best is None or loss < best[0]:
                     best = (loss, view, param, w)
     assert best is not None
     if head_oof is not None:
-        head_loss = _loss(task, y, head_oof, k)
+        head_loss = probe_loss(task, y, head_oof, k)
         probe.cv_scores["head_only"] = round(head_loss, 5)
         if head_loss <= best[0]:
             return probe
     probe.view, probe.param, probe.weight = best[1], best[2], best[3]
     probe.columns = candidates[best[1]]
     probe.scaler = StandardScaler().fit(probe.select(x))
-    probe.model = _fit(task, probe.param, probe.scaler.transform(probe.select(x)), y, cfg.seed)
+    probe.model = fit_linear(task, probe.param, probe.scaler.transform(probe.select(x)), y, cfg.seed)
     probe.classes = classes
     return probe

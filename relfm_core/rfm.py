@@ -317,6 +317,7 @@ class RFM:
         from sklearn.model_selection import KFold
 
         from relfm_core.icl_head import ProbeConfig, fit_probe
+        from relfm_core.task_probe import views_of
 
         cfg = ProbeConfig(seed=seed)
         if len(y) < cfg.min_rows:
@@ -333,11 +334,7 @@ class RFM:
             head_oof[te] = o
         groups = find_groups(ct)
         x = probe_features(hu, cl, ct, groups).numpy()
-        d, h = hu.shape[1], cl.shape[1]
-        views = {
-            "history": np.arange(d, d + h),  # the entity's own lagged labels alone
-            "history+aggregates": np.arange(d, x.shape[1]),
-        }
+        views = views_of(hu.shape[1], cl.shape[1], x.shape[1])
         probe = fit_probe(task, x, y, head_oof, cfg, num_classes, views)
         probe.groups = groups
         return probe

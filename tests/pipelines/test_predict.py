@@ -203,6 +203,33 @@ def test_fine_tuned_models_score_without_context(graph: Graph, model_dir: Path, 
         predict_table(graph, PredictOptions(BUY, context=labelled, label_col="y", model=result.path), pairs)
 
 
+@pytest.mark.slow
+def test_fine_tuned_link_models_rank_keys_of_the_linked_table(
+    graph: Graph, model_dir: Path, tmp_path: Path
+) -> None:
+    from relfm_core.features import GraphFeatures
+    from relfm_core.finetune import FinetuneConfig, finetune
+    from relfm_core.labels import LabelEngine, TableConfig, training_table
+    from relfm_core.text_encoder import TextEncoder
+    from relfm_core.weights import load_pretrained
+
+    engine = LabelEngine(graph, LINKS)
+    tables = training_table(engine, graph.max_time(), TableConfig(num_anchors=4, val_anchors=1, max_rows=300))
+    text = TextEncoder(tmp_path / "text.sqlite")
+    features = GraphFeatures(graph, text)
+    cfg = FinetuneConfig(epochs=1, batch_size=64)
+    result = finetune(
+        graph, features, load_pretrained(model_dir), engine, tables.train, tables.val, tmp_path / "ft", cfg
+    )
+    out, report = predict_table(graph, PredictOptions(LINKS, model=result.path), _pairs(graph, 5))
+    assert report.model.startswith("fine-tuned ") and out.column_names[-2:] == ["prediction", "scores"]
+    items = set(graph.table("items").key_values(np.arange(graph.table("items").num_rows)).tolist())
+    for keys, scores in zip(
+        out.column("prediction").to_pylist(), out.column("scores").to_pylist(), strict=True
+    ):
+        assert 0 < len(keys) <= 3 and set(keys) <= items and scores == sorted(scores, reverse=True)
+
+
 @pytest.mark.unit
 def test_write_predictions_writes_parquet_and_times_its_steps(
     graph: Graph, model_dir: Path, tmp_path: Path

@@ -88,7 +88,25 @@ def test_fine_tuning_trains_and_reports_each_epoch(tuned: Tuned) -> None:
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert all(np.isfinite(r["val_score"]) for r in h)
     assert tuned.result.metrics["epochs"] == 4
-    assert tuned.result.metrics["val_score"] == max(r["val_score"] for r in h)
+    assert tuned.result.metrics["head_val_score"] == max(r["val_score"] for r in h)
+
+
+def test_the_linear_probe_path_is_solved_after_training_and_saved(tuned: Tuned, scorer: InputBuilder) -> None:
+    """relfm_core.task_probe: solved on the training rows, its view and blend chosen on validation, stored
+    in the weights; without it the model is the best epoch's head."""
+    meta = json.loads((tuned.result.path / "config.json").read_text())
+    spec = meta["probe"]
+    assert spec["view"] in {"all", "history", "history+aggregates"} and 0 < spec["weight"] <= 1
+    assert spec["groups"]["cells"] and spec["groups"]["rows"]  # subgraph aggregates found in training
+    loaded = load_finetuned(tuned.result.path)
+    assert loaded.model.probe is not None
+    rows, anchors = _pairs(tuned.val)
+    blended = score(loaded, scorer, tuned.engine, rows, anchors)
+    loaded.model.probe = None
+    head = score(loaded, scorer, tuned.engine, rows, anchors)
+    assert not np.allclose(blended, head)
+    y = tuned.val["label"].to_numpy()
+    assert auroc(y, head) == pytest.approx(tuned.result.metrics["head_val_score"], abs=1e-6)
 
 
 def test_the_pretrained_model_is_left_alone(tuned: Tuned, tiny_model: RelationalFM) -> None:
@@ -184,11 +202,12 @@ def test_multiclass_scores_are_class_probabilities(
 def test_unsupported_tasks_and_tables_are_one_line_errors(
     shop: Graph, features: GraphFeatures, tiny_model: RelationalFM, tuned: Tuned, tmp_path: Path
 ) -> None:
-    link = LabelEngine(
-        shop, "PREDICT LIST_DISTINCT(orders.item_id, 0, 30, days) RANK TOP 5 FOR EACH users.user_id"
+    multilabel = LabelEngine(
+        shop, "PREDICT LIST_DISTINCT(orders.status, 0, 30, days) CLASSIFY FOR EACH users.user_id"
     )
+    assert multilabel.task_type.value == "multilabel"
     cases = [
-        (link, tuned.train, tuned.val),
+        (multilabel, tuned.train, tuned.val),
         (tuned.engine, tuned.train, tuned.val.head(0)),
         (tuned.engine, tuned.train.head(0), tuned.val),
     ]
@@ -200,3 +219,41 @@ def test_unsupported_tasks_and_tables_are_one_line_errors(
         load_finetuned(tmp_path)
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
     assert not is_finetuned(tmp_path)
+
+
+LINKS = "PREDICT LIST_DISTINCT(orders.item_id, 0, 30, days) RANK TOP 5 FOR EACH users.user_id"
+
+
+def test_link_prediction_fine_tunes_the_candidate_scorer(
+    shop: Graph,
+    features: GraphFeatures,
+    scorer: InputBuilder,
+    tiny_model: RelationalFM,
+    anchor: int,
+    tmp_path: Path,
+) -> None:
+    """relfm_core.finetune_links: trained with the listwise loss, early-stopped on MAP@k (epoch 0 is the
+    pretrained scorer, so the saved model is never worse on validation), saved and ranked per entity."""
+    from relfm_core.finetune_links import score_links
+
+    engine = LabelEngine(shop, LINKS)
+    train, val = _tables(engine, anchor)
+    cfg = FinetuneConfig(epochs=2, batch_size=64, encoder_lr=1e-3, patience=2)
+    logged: list[dict[str, float]] = []
+    res = finetune(shop, features, tiny_model, engine, train, val, tmp_path, cfg, log=logged.append)
+    assert [r["epoch"] for r in res.history] == [0, 1, 2] and logged == res.history[1:]
+    assert res.metrics["val_score"] == max(r["val_score"] for r in res.history)
+    assert res.metrics["val_score"] >= res.metrics["pretrained_val_score"]
+    loaded = load_finetuned(res.path)
+    assert loaded.meta["task_type"] == "link_prediction" and loaded.model.head is None
+    rows, anchors = _pairs(pd.concat([train.tail(10), val.head(10)]))  # two anchors in one call
+    assert len(np.unique(anchors)) == 2
+    keys, scores = score_links(loaded, scorer, engine, rows, anchors)
+    assert len(keys) == len(rows) and all(1 <= len(k) <= 5 and len(set(k)) == len(k) for k in keys)
+    items = set(shop.table("items").key_values(np.arange(shop.table("items").num_rows)).tolist())
+    assert all(set(k) <= items for k in keys)
+    assert all(s == sorted(s, reverse=True) for s in scores)
+    one = score_links(loaded, scorer, engine, rows[:1], anchors[:1])
+    assert one[0][0] == keys[0]
+    with pytest.raises(RelfmError):
+        score(loaded, scorer, engine, rows, anchors)
