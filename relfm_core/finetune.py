@@ -130,6 +130,29 @@ def _union_groups(ts: list[dict[str, torch.Tensor]]) -> AggregateGroups:
 
 
 @dataclass
+class EarlyStop:
+    """Keeps the best validation score's weights; says when `patience` epochs in a row did not beat it."""
+
+    patience: int
+    best: float = -np.inf
+    state: dict[str, torch.Tensor] | None = None
+    bad: int = 0
+
+    def update(self, score: float, model: nn.Module) -> bool:
+        """Records an epoch's score; True when training should stop."""
+        if score > self.best:
+            self.best, self.bad = score, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+@dataclass
 class FinetuneResult:
     path: Path
     metrics: dict[str, float]
@@ -230,7 +253,7 @@ def finetune(
         ],
         weight_decay=cfg.weight_decay,
     )
-    best, best_state, bad, history = -np.inf, None, 0, []
+    stop, history = EarlyStop(cfg.patience), []
     chunk = 512
     for epoch in range(cfg.epochs):
         t0 = time.time()
@@ -259,15 +282,10 @@ def finetune(
         history.append(rec)
         if log is not None:
             log(rec)
-        if score > best:
-            best, bad = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stop.update(score, model):
+            break
+    stop.restore(model)
+    best = stop.best
     metrics = {"head_val_score": float(best), "epochs": float(len(history))}
     if len(probe_train) > len(train):
         y_pr = probe_train["label"].to_numpy()

@@ -125,7 +125,7 @@ def finetune_links(
     log: Callable[[dict[str, float]], None] | None = None,
 ) -> FinetuneResult:
     """Trains the candidate scorer on `train` (entity_row, anchor_time), early-stops on MAP@k of `val`."""
-    from relfm_core.finetune import FinetunedModel, FinetuneResult, save_finetuned
+    from relfm_core.finetune import EarlyStop, FinetunedModel, FinetuneResult, save_finetuned
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -143,9 +143,9 @@ def finetune_links(
     model = FinetunedModel(copy.deepcopy(base), LINK)
     model.train()
     opt = torch.optim.AdamW(model.base.parameters(), lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
-    best, best_state, bad = _map_at_k(model.base, va, k), None, 0
-    history: list[dict[str, float]] = [{"epoch": 0.0, "train_loss": float("nan"), "val_score": best}]
-    best_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
+    stop = EarlyStop(cfg.patience)
+    stop.update(_map_at_k(model.base, va, k), model)  # epoch 0: the pretrained scorer
+    history: list[dict[str, float]] = [{"epoch": 0.0, "train_loss": float("nan"), "val_score": stop.best}]
     for epoch in range(cfg.epochs):
         t0 = time.time()
         losses = []
@@ -166,14 +166,10 @@ def finetune_links(
         history.append(rec)
         if log is not None:
             log(rec)
-        if score > best:
-            best, bad = score, 0
-            best_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
+        if stop.update(score, model):
+            break
+    stop.restore(model)
+    best = stop.best
     metrics = {"val_score": float(best), f"val_map@{k}": float(best), "epochs": float(len(history) - 1)}
     metrics["pretrained_val_score"] = history[0]["val_score"]
     path = save_finetuned(model, out_dir, engine, graph, TargetNorm("link"), [], metrics, cfg)

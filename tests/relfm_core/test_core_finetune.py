@@ -35,6 +35,7 @@ pytestmark = pytest.mark.unit
 BUY = "PREDICT COUNT(orders.*, 0, 30, days) > 0 FOR EACH users.user_id"
 ORDERS = "PREDICT COUNT(orders.*, 0, 90, days) FOR EACH users.user_id"
 STATUS = "PREDICT FIRST(orders.status, 0, 30, days) FOR EACH users.user_id"
+LINKS = "PREDICT LIST_DISTINCT(orders.item_id, 0, 30, days) RANK TOP 5 FOR EACH users.user_id"
 FAST = FinetuneConfig(epochs=4, batch_size=64, lr=3e-3, encoder_lr=1e-3, patience=10)
 
 
@@ -219,9 +220,6 @@ def test_unsupported_tasks_and_tables_are_one_line_errors(
         load_finetuned(tmp_path)
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
     assert not is_finetuned(tmp_path)
-
-
-LINKS = "PREDICT LIST_DISTINCT(orders.item_id, 0, 30, days) RANK TOP 5 FOR EACH users.user_id"
 
 
 def test_link_prediction_fine_tunes_the_candidate_scorer(
