@@ -9,8 +9,10 @@ folder. Throughput is graph rows per second of build wall time (the manifest's r
 edges per second are printed too). Both builds of a size must give the same checksum; the output says
 whether they did. A least-squares line seconds = overhead + rows / throughput is fitted to the Spark builds:
 linear scaling means rows/s roughly constant once rows dwarf the fixed overhead (session warm-up, job
-scheduling), so the fit reports both. Pass --sizes 100000000 for the 100M-row point. Prints one JSON
-object.
+scheduling), so the fit reports both. Pass --sizes 100000000 for the 100M-row point, or --spec with an
+existing database's graph spec (for example the sampler benchmark's 100M-edge database) to build that
+one as well, compared with --expect-overhead/--expect-rows-per-s (a fit from an earlier run). Prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -106,19 +108,28 @@ def linear_fit(points: list[tuple[int, float]]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1_000_000, 3_000_000, 10_000_000],
+        help="0: none (--spec only)",
+    )
     ap.add_argument("--engines", nargs="+", default=["local", "spark"], choices=["local", "spark"])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--driver-memory", default="4g")
     ap.add_argument("--rows-per-shard", type=int, default=BuildConfig().rows_per_shard)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=Path(".relfm/bench/graph_build"))
+    ap.add_argument("--spec", type=Path, nargs="*", default=[], help="graph specs of databases to build too")
+    ap.add_argument("--expect-overhead", type=float, default=None, help="seconds, from an earlier fit")
+    ap.add_argument("--expect-rows-per-s", type=float, default=None, help="rows/s, from an earlier fit")
     args = ap.parse_args()
 
     cfg = BuildConfig(rows_per_shard=args.rows_per_shard)
     spark = spark_session(args.cores, args.driver_memory) if "spark" in args.engines else None
     results = []
-    for size in sorted(args.sizes):
+    for size in sorted(args.sizes) if args.sizes != [0] else []:
         t0 = time.perf_counter()
         spec = database(args.dir, size, args.seed)
         entry: dict[str, Any] = {"events": size, "generate_s": round(time.perf_counter() - t0, 2)}
@@ -130,6 +141,21 @@ def main() -> None:
         entry["identical"] = len(checksums) == 1
         results.append(entry)
         print(json.dumps(entry), file=sys.stderr, flush=True)
+    for path in args.spec:
+        spec = GraphSpec.from_yaml(path)
+        entry = {"spec": str(path)}
+        for engine in args.engines:
+            entry[engine] = timed_build(
+                engine, spec, args.dir / f"spec-{path.parent.parent.name}" / engine, cfg, spark
+            )
+            if args.expect_overhead is not None and args.expect_rows_per_s:
+                expected = args.expect_overhead + entry[engine]["rows"] / args.expect_rows_per_s
+                entry[engine]["expected_s_from_fit"] = round(expected, 1)
+                entry[engine]["measured_over_expected"] = round(entry[engine]["seconds"] / expected, 3)
+        entry["identical"] = len({entry[e]["checksum"] for e in args.engines}) == 1
+        results.append(entry)
+        print(json.dumps(entry), file=sys.stderr, flush=True)
+    sized = [r for r in results if "events" in r]
     out: dict[str, Any] = {
         "benchmark": "graph_build",
         "machine": {
@@ -142,9 +168,9 @@ def main() -> None:
         "results": results,
     }
     if "spark" in args.engines:
-        out["spark_scaling"] = linear_fit([(r["spark"]["rows"], r["spark"]["seconds"]) for r in results])
+        out["spark_scaling"] = linear_fit([(r["spark"]["rows"], r["spark"]["seconds"]) for r in sized])
     if "local" in args.engines:
-        out["local_scaling"] = linear_fit([(r["local"]["rows"], r["local"]["seconds"]) for r in results])
+        out["local_scaling"] = linear_fit([(r["local"]["rows"], r["local"]["seconds"]) for r in sized])
     print(json.dumps(out, indent=1))
     if spark is not None:
         spark.stop()

@@ -257,7 +257,9 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     train_t = pq.read_table(run_dir / "data" / "train.parquet")
     val_t = pq.read_table(run_dir / "data" / "val.parquet")
     chunk = int(ts["chunk_rows"])
-    train_in = _build(builder, engine, norm, train_t, shard(train_t.num_rows, r, seed), chunk)
+    train_idx = shard(train_t.num_rows, r, seed)
+    train_in = _build(builder, engine, norm, train_t, train_idx, chunk)
+    train_anchors = train_t.column("anchor_ns").to_numpy()[train_idx]
     val_in = _build(builder, engine, norm, val_t, np.arange(val_t.num_rows), chunk)
     input_seconds = time.perf_counter() - t0
     frozen = freeze_unused(model, train_in[0], task)
@@ -336,7 +338,16 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     out_dir = Path(config["output"])
     meta = finish(
-        config, plan, graph, engine, norm, classes, state, base.cfg.to_dict(), out_dir, (train_in, val_in)
+        config,
+        plan,
+        graph,
+        engine,
+        norm,
+        classes,
+        state,
+        base.cfg.to_dict(),
+        out_dir,
+        (train_in, val_in, train_anchors),
     )
     world_samples = samples * r.world
     return {
@@ -365,7 +376,7 @@ def finish(
     state: dict[str, Any],
     model_cfg: dict[str, Any],
     out_dir: Path,
-    chunks: tuple[list[Inputs], list[Inputs]],
+    chunks: tuple[list[Inputs], list[Inputs], np.ndarray],
 ) -> dict[str, float]:
     """Rank 0: the best epoch's weights with the linear probe path solved on its training shard and the
     validation rows (relfm_core.task_probe), saved as the relfm artefact, written atomically."""
@@ -376,7 +387,7 @@ def finish(
     if state.get("best_file"):
         load_weights(final, run_dir / state["best_file"])
     final.eval()
-    probe = attach_probe(final, *chunks)
+    probe = attach_probe(final, chunks[0], chunks[1], chunks[2])
     ts = config["train"]
     head_score = float(state["best"]) if math.isfinite(state["best"]) else float("nan")
     val_score = head_score

@@ -45,8 +45,8 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     patience: int = 4
     max_train_rows: int = 20_000
-    # rows the linear probe path is solved on (relfm_core.task_probe): it needs only a forward pass per
-    # row, so it can read more of the training table than the transformer is trained on
+    # the most recent rows the linear probe path is solved on (relfm_core.task_probe): it needs only a
+    # forward pass per row, so it can read more of the training table than the transformer is trained on
     max_probe_rows: int = 50_000
     seed: int = 0
 
@@ -89,10 +89,19 @@ class FinetunedModel(nn.Module):
 Chunk = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]  # subgraph tensors, lags, targets
 
 
+RECENT_ROWS = (1024, 4096)  # besides all rows, the probe may be solved on the most recent ones only
+
+
 @torch.no_grad()
-def attach_probe(model: FinetunedModel, train: list[Chunk], val: list[Chunk]) -> TaskProbe | None:
+def attach_probe(
+    model: FinetunedModel, train: list[Chunk], val: list[Chunk], anchors: np.ndarray | None = None
+) -> TaskProbe | None:
     """Solves the linear probe path on the training chunks with the trained encoder, chooses its view and
-    blend weight on the validation chunks, and attaches it (None: the trained head alone was better)."""
+    blend weight on the validation chunks, and attaches it (None: the trained head alone was better).
+
+    With the training rows' `anchors`, it is also solved on only the most recent RECENT_ROWS of them and
+    the validation rows choose: relations drift, and zero-shot likewise reads the latest rows of a given
+    context."""
     model.probe = None
     was_training = model.training
     model.eval()
@@ -112,7 +121,13 @@ def attach_probe(model: FinetunedModel, train: list[Chunk], val: list[Chunk]) ->
     width = int(train[0][1].shape[1])
     d = tr.x.shape[1] - width - groups.width
     k = tr.head.shape[1] if model.task_type == "multiclass" else 0
-    probe = fit_task_probe(model.task_type, tr, va, views_of(d, width, tr.x.shape[1]), groups, k)
+    views = views_of(d, width, tr.x.shape[1])
+    subsets = [np.arange(len(tr.y))]
+    if anchors is not None:
+        order = np.argsort(np.asarray(anchors), kind="stable")
+        subsets += [order[-n:] for n in RECENT_ROWS if n < len(order)]
+    fits = [fit_task_probe(model.task_type, tr.subset(idx), va, views, groups, k) for idx in subsets]
+    probe = min(fits, key=lambda f: f[1])[0]
     model.probe = probe
     model.train(was_training)
     return probe
@@ -203,7 +218,8 @@ def finetune(
         from relfm_core.finetune_links import finetune_links
 
         return finetune_links(graph, features, base, engine, train, val, out_dir, cfg, log)
-    probe_train = train.sample(min(len(train), cfg.max_probe_rows), random_state=cfg.seed)
+    by_time = np.argsort(pd.to_datetime(train["anchor_time"]).to_numpy("datetime64[ns]"), kind="stable")
+    probe_train = train.iloc[by_time[-cfg.max_probe_rows :]]
     if len(train) > cfg.max_train_rows:
         train = train.sample(cfg.max_train_rows, random_state=cfg.seed)
     classes: list[Any] = []
@@ -298,10 +314,12 @@ def finetune(
         chunks = [
             (t, lg, y_pr_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(build(probe_train))
         ]
+        probe_anchors = pairs(probe_train)[1]
     else:
         chunks = [(t, lg, y_tr_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(tr_in)]
+        probe_anchors = pairs(train)[1]
     val_chunks = [(t, lg, y_va_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(va_in)]
-    probe = attach_probe(model, chunks, val_chunks)
+    probe = attach_probe(model, chunks, val_chunks, probe_anchors)
     metrics["val_score"] = _validation_score(task, _predict(model, va_in), y_va_t) if probe else float(best)
     path = save_finetuned(model, out_dir, engine, graph, norm, classes, metrics, cfg)
     return FinetuneResult(path, metrics, history)

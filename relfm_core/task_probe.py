@@ -37,6 +37,7 @@ class ProbeSpec:
     n_out: int  # probe outputs: 1 (binary, regression) or the classes seen in training
     n_classes: int  # width of the head's output it blends into (multiclass), else 0
     groups: AggregateGroups
+    rows: int = 0  # training rows it was solved on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class ProbeSpec:
             "n_features": self.n_features,
             "n_out": self.n_out,
             "n_classes": self.n_classes,
+            "rows": self.rows,
             "groups": {
                 "cells": [list(c) for c in self.groups.cells],
                 "rows": [list(r) for r in self.groups.rows],
@@ -67,6 +69,7 @@ class ProbeSpec:
             int(d["n_out"]),
             int(d["n_classes"]),
             groups,
+            int(d.get("rows", 0)),
         )
 
 
@@ -116,6 +119,9 @@ class ProbeData:
     y: np.ndarray
     head: np.ndarray  # binary: logits [n]; regression: location [n]; multiclass: logits [n, k]
 
+    def subset(self, idx: np.ndarray) -> ProbeData:
+        return ProbeData(self.x[idx], self.y[idx], self.head[idx])
+
 
 def features_of(
     h: torch.Tensor, feats: torch.Tensor, t: dict[str, torch.Tensor], groups: AggregateGroups
@@ -136,12 +142,12 @@ def fit_task_probe(
     views: dict[str, np.ndarray],
     groups: AggregateGroups,
     n_classes: int,
-) -> TaskProbe | None:
-    """The view, regularisation and blend weight with the lowest validation loss; None when the head alone
-    is best (or a class is missing from training)."""
+) -> tuple[TaskProbe | None, float]:
+    """The view, regularisation and blend weight with the lowest validation loss, and that loss; None when
+    the head alone is best (or a class is missing from training)."""
     y_tr = train.y
     if task != "regression" and len(np.unique(y_tr.astype(np.int64))) < 2:
-        return None
+        return None, np.inf
     k = n_classes if task == "multiclass" else 0
 
     def val_loss(out: np.ndarray) -> float:
@@ -163,13 +169,13 @@ def fit_task_probe(
                 if best is None or loss < best[0]:
                     best = (loss, view, param, w)
     if best is None or head_loss <= best[0]:
-        return None
-    _, view, param, w = best
+        return None, head_loss
+    loss, view, param, w = best
     cols = candidates[view]
     scaler = StandardScaler().fit(train.x[:, cols])
     model = fit_linear(task, param, scaler.transform(train.x[:, cols]), y_tr, 0)
     coef = np.atleast_2d(model.coef_)
-    spec = ProbeSpec(view, w, param, len(cols), coef.shape[0], k, groups)
+    spec = ProbeSpec(view, w, param, len(cols), coef.shape[0], k, groups, len(y_tr))
     probe = TaskProbe(task, spec)
     probe.columns.copy_(torch.from_numpy(cols.astype(np.int64)))
     probe.mean.copy_(torch.from_numpy(scaler.mean_.astype(np.float32)))
@@ -179,7 +185,7 @@ def fit_task_probe(
     if task == "multiclass":
         assert isinstance(model, LogisticRegression)
         probe.classes.copy_(torch.from_numpy(model.classes_.astype(np.int64)))
-    return probe
+    return probe, loss
 
 
 def _decision(model: LogisticRegression | Ridge, xs: np.ndarray, task: str, k: int) -> np.ndarray:

@@ -99,6 +99,7 @@ def test_the_linear_probe_path_is_solved_after_training_and_saved(tuned: Tuned, 
     spec = meta["probe"]
     assert spec["view"] in {"all", "history", "history+aggregates"} and 0 < spec["weight"] <= 1
     assert spec["groups"]["cells"] and spec["groups"]["rows"]  # subgraph aggregates found in training
+    assert 0 < spec["rows"] <= len(tuned.train)  # all training rows or the most recent ones
     loaded = load_finetuned(tuned.result.path)
     assert loaded.model.probe is not None
     rows, anchors = _pairs(tuned.val)
