@@ -26,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of the probe against the attention head
 C_GRID = (0.003, 0.01, 0.03, 0.1)  # logistic regression inverse regularisation
 ALPHA_GRID = (1.0, 10.0, 100.0, 1000.0)  # ridge regularisation
+NO_CLASS = -30.0  # logit of a class the probe never saw: ~0 probability
 
 
 @dataclass
@@ -67,12 +68,9 @@ class ContextProbe:
         """The attention head's output [n] or [n, k] blended with the probe's."""
         if self.weight == 0.0 or self.model is None:
             return head
-        p = self.raw(x)
-        if self.task == "multiclass":
-            full = np.full_like(head, -30.0)  # classes the probe never saw in the context get ~0 probability
-            cols = self.classes.astype(np.int64)
-            full[:, cols] = p if p.ndim == 2 else np.stack([-p, p], 1)
-            p = full
+        assert self.scaler is not None
+        k = head.shape[1] if self.task == "multiclass" else 0
+        p = linear_output(self.model, self.scaler.transform(self.select(x)), self.task, k)
         return (1.0 - self.weight) * head + self.weight * p
 
 
@@ -82,6 +80,20 @@ def fit_linear(
     if task == "regression":
         return Ridge(alpha=param).fit(x, y)
     return LogisticRegression(C=param, max_iter=1000, random_state=seed).fit(x, y.astype(np.int64))
+
+
+def linear_output(model: LogisticRegression | Ridge, xs: np.ndarray, task: str, k: int) -> np.ndarray:
+    """In the head's output space: the value (regression), the logit (binary), or logits over all k
+    class slots, NO_CLASS for the classes the model never saw (multiclass)."""
+    if task == "regression":
+        return np.asarray(model.predict(xs), dtype=np.float64)
+    assert isinstance(model, LogisticRegression)
+    d = np.asarray(model.decision_function(xs), dtype=np.float64)
+    if task == "binary":
+        return d
+    full = np.full((len(xs), k), NO_CLASS)
+    full[:, model.classes_.astype(np.int64)] = d if d.ndim == 2 else np.stack([-d, d], 1)
+    return full
 
 
 def probe_loss(task: str, y: np.ndarray, out: np.ndarray, n_classes: int) -> float:
@@ -133,19 +145,9 @@ def fit_probe(
     k = n_classes or (int(classes.max()) + 1 if len(classes) else 0)
 
     def oof(xs: np.ndarray, param: float) -> np.ndarray:
-        out = np.zeros((len(y), k)) - 30.0 if task == "multiclass" else np.zeros(len(y))
+        out = np.full((len(y), k), NO_CLASS) if task == "multiclass" else np.zeros(len(y))
         for tr, te in splits:
-            m = fit_linear(task, param, xs[tr], y[tr], cfg.seed)
-            if task == "multiclass":
-                assert isinstance(m, LogisticRegression)
-                cols = m.classes_.astype(np.int64)
-                d = m.decision_function(xs[te])
-                out[np.ix_(te, cols)] = d if d.ndim == 2 else np.stack([-d, d], 1)
-            elif task == "binary":
-                assert isinstance(m, LogisticRegression)
-                out[te] = m.decision_function(xs[te])
-            else:
-                out[te] = m.predict(xs[te])
+            out[te] = linear_output(fit_linear(task, param, xs[tr], y[tr], cfg.seed), xs[te], task, k)
         return out
 
     grid = ALPHA_GRID if task == "regression" else C_GRID

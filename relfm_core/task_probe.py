@@ -16,14 +16,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from relfm_core.icl_head import ALPHA_GRID, BLEND_WEIGHTS, C_GRID, fit_linear, probe_loss
+from relfm_core.icl_head import (
+    ALPHA_GRID,
+    BLEND_WEIGHTS,
+    C_GRID,
+    NO_CLASS,
+    fit_linear,
+    linear_output,
+    probe_loss,
+)
 from relfm_core.subgraph_aggregates import AggregateGroups, probe_features
-
-NO_CLASS = -30.0  # logit of a class the probe never saw in training
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,7 @@ def fit_task_probe(
         scaler = StandardScaler().fit(train.x[:, cols])
         xs_tr, xs_va = scaler.transform(train.x[:, cols]), scaler.transform(val.x[:, cols])
         for param in ALPHA_GRID if task == "regression" else C_GRID:
-            out = _decision(fit_linear(task, param, xs_tr, y_tr, 0), xs_va, task, k)
+            out = linear_output(fit_linear(task, param, xs_tr, y_tr, 0), xs_va, task, k)
             for w in BLEND_WEIGHTS[1:]:
                 loss = val_loss((1.0 - w) * val.head + w * out)
                 if best is None or loss < best[0]:
@@ -186,15 +192,3 @@ def fit_task_probe(
         assert isinstance(model, LogisticRegression)
         probe.classes.copy_(torch.from_numpy(model.classes_.astype(np.int64)))
     return probe, loss
-
-
-def _decision(model: LogisticRegression | Ridge, xs: np.ndarray, task: str, k: int) -> np.ndarray:
-    if task == "regression":
-        return np.asarray(model.predict(xs), dtype=np.float64)
-    assert isinstance(model, LogisticRegression)
-    d = np.asarray(model.decision_function(xs), dtype=np.float64)
-    if task == "binary":
-        return d
-    full = np.full((len(xs), k), NO_CLASS)
-    full[:, model.classes_.astype(np.int64)] = d if d.ndim == 2 else np.stack([-d, d], 1)
-    return full
