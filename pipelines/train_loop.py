@@ -30,10 +30,15 @@ from torch import nn
 from graph_engine.shards.reader import Graph
 from pipelines import ray_cluster
 from relfm_core.features import GraphFeatures
-from relfm_core.finetune import FinetuneConfig, FinetunedModel, attach_probe, save_finetuned
+from relfm_core.finetune import (
+    FinetuneConfig,
+    FinetunedModel,
+    attach_probe,
+    save_finetuned,
+    validation_score,
+)
 from relfm_core.inputs import InputBuilder, TargetNorm, slice_tensors
 from relfm_core.labels import LabelEngine
-from relfm_core.metrics import auroc
 from relfm_core.model import task_loss
 from relfm_core.text_encoder import TextEncoder
 from relfm_core.training import TrainConfig, Trainer, load_weights, lr_lambda, save_weights
@@ -110,16 +115,6 @@ def norm_from_dict(d: dict[str, Any]) -> TargetNorm:
     """A TargetNorm from its JSON form (tuples travel as lists)."""
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     return TargetNorm(**fields)
-
-
-def validation_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
-    """Higher is better: AUROC (binary), -MAE in normalised space (regression), accuracy (multiclass)."""
-    if task == "binary":
-        a = auroc(y.numpy(), torch.sigmoid(out).numpy())
-        return a if np.isfinite(a) else -float(task_loss(out, y, task))
-    if task == "regression":
-        return -float(torch.abs(out[:, 0] - y).mean())
-    return float((out.argmax(-1) == y.long()).float().mean())
 
 
 def freeze_unused(model: nn.Module, sample: Inputs, task: str) -> int:

@@ -167,6 +167,12 @@ class EarlyStop:
             model.load_state_dict(self.state)
 
 
+def table_pairs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Entity rows and anchors (ns) of a training or validation table (entity_row, anchor_time, label)."""
+    rows = df["entity_row"].to_numpy(np.int64)
+    return rows, pd.to_datetime(df["anchor_time"]).to_numpy("datetime64[ns]").astype(np.int64)
+
+
 @dataclass
 class FinetuneResult:
     path: Path
@@ -174,8 +180,8 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _validation_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
-    """Higher is better: AUROC, -MAE (normalised space), accuracy."""
+def validation_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
+    """Higher is better: AUROC (binary), -MAE in normalised space (regression), accuracy (multiclass)."""
     if task == "binary":
         a = auroc(y.numpy(), torch.sigmoid(out).numpy())
         return a if np.isfinite(a) else -float(task_loss(out, y, task))
@@ -239,15 +245,11 @@ def finetune(
     builder = InputBuilder(graph, features, lags=base.cfg.lags)
     from relfm_core.labels.history import history as past_values  # `history` is the epoch log below
 
-    def pairs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        rows = df["entity_row"].to_numpy(np.int64)
-        return rows, pd.to_datetime(df["anchor_time"]).to_numpy("datetime64[ns]").astype(np.int64)
-
     # history statistics come from the whole training table, as the target normalisation does
-    norm = norm.with_history(*past_values(engine, *pairs(train)))
+    norm = norm.with_history(*past_values(engine, *table_pairs(train)))
 
     def build(df: pd.DataFrame) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        rows, anchors = pairs(df)
+        rows, anchors = table_pairs(df)
         out = []
         for i in range(0, len(df), 512):
             t, lg, _ = builder.build(engine, rows[i : i + 512], anchors[i : i + 512], norm)
@@ -288,7 +290,7 @@ def finetune(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 losses.append(float(loss.detach()))
-        score = _validation_score(task, _predict(model, va_in), y_va_t)
+        score = validation_score(task, _predict(model, va_in), y_va_t)
         rec = {
             "epoch": float(epoch + 1),
             "train_loss": float(np.mean(losses)),
@@ -314,13 +316,13 @@ def finetune(
         chunks = [
             (t, lg, y_pr_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(build(probe_train))
         ]
-        probe_anchors = pairs(probe_train)[1]
+        probe_anchors = table_pairs(probe_train)[1]
     else:
         chunks = [(t, lg, y_tr_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(tr_in)]
-        probe_anchors = pairs(train)[1]
+        probe_anchors = table_pairs(train)[1]
     val_chunks = [(t, lg, y_va_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(va_in)]
     probe = attach_probe(model, chunks, val_chunks, probe_anchors)
-    metrics["val_score"] = _validation_score(task, _predict(model, va_in), y_va_t) if probe else float(best)
+    metrics["val_score"] = validation_score(task, _predict(model, va_in), y_va_t) if probe else float(best)
     path = save_finetuned(model, out_dir, engine, graph, norm, classes, metrics, cfg)
     return FinetuneResult(path, metrics, history)
 

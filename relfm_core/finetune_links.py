@@ -108,11 +108,6 @@ def _map_at_k(model: RelationalFM, chunks: list[LinkChunk], k: int) -> float:
     return float(ranking_metrics(truth, ranked, k)[f"map@{k}"])
 
 
-def _pairs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    rows = df["entity_row"].to_numpy(np.int64)
-    return rows, pd.to_datetime(df["anchor_time"]).to_numpy("datetime64[ns]").astype(np.int64)
-
-
 def finetune_links(
     graph: Graph,
     features: GraphFeatures,
@@ -125,7 +120,7 @@ def finetune_links(
     log: Callable[[dict[str, float]], None] | None = None,
 ) -> FinetuneResult:
     """Trains the candidate scorer on `train` (entity_row, anchor_time), early-stops on MAP@k of `val`."""
-    from relfm_core.finetune import EarlyStop, FinetunedModel, FinetuneResult, save_finetuned
+    from relfm_core.finetune import EarlyStop, FinetunedModel, FinetuneResult, save_finetuned, table_pairs
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -133,8 +128,8 @@ def finetune_links(
     if len(train) > cfg.max_train_rows:
         train = train.sample(cfg.max_train_rows, random_state=cfg.seed)
     builder = InputBuilder(graph, features, lags=base.cfg.lags)
-    tr = [c for _, c in link_chunks(builder, engine, *_pairs(train), with_labels=True)]
-    va = [c for _, c in link_chunks(builder, engine, *_pairs(val), with_labels=True)]
+    tr = [c for _, c in link_chunks(builder, engine, *table_pairs(train), with_labels=True)]
+    va = [c for _, c in link_chunks(builder, engine, *table_pairs(val), with_labels=True)]
     if not any(bool((c.target & c.mask).any()) for c in tr if c.target is not None):
         raise RelfmError(
             "no training row has a true destination among its candidates "

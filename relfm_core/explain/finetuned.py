@@ -40,6 +40,7 @@ def explain_finetuned(
 ) -> Explanation:
     """Local explanations of (entity, anchor) pairs and cohorts over labelled examples before them.
     `loaded` is a relfm_core.finetune.LoadedFinetuned."""
+    from relfm_core.finetune import table_pairs
     from relfm_core.labels import TableConfig, context_table
 
     cfg = cfg or ExplainConfig()
@@ -55,8 +56,7 @@ def explain_finetuned(
     examples = context_table(
         engine, anchor, TableConfig(max_rows=REFERENCE_ROWS, num_anchors=REFERENCE_ANCHORS, seed=seed)
     )
-    e_rows = examples["entity_row"].to_numpy(np.int64)
-    e_anchors = examples["anchor_time"].to_numpy("datetime64[ns]").astype(np.int64)
+    e_rows, e_anchors = table_pairs(examples)
     if len(e_rows) == 0:  # no labelled past: the entities explained are their own reference
         e_rows, e_anchors = np.asarray(rows, dtype=np.int64), np.asarray(anchors, dtype=np.int64)
     rt, rf, _ = builder.build(engine, e_rows, e_anchors, norm)
