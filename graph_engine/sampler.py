@@ -9,8 +9,10 @@ Nodes are deduplicated per seed. Static rows (tables without time) are always vi
 
 One compiled numba call samples a whole batch, seed by seed: each seed's nodes are written straight in
 their final order and deduplicated in a small per-seed hash set that stays in L1 cache, and while one seed
-is walked the first reads of the next seeds' walks are prefetched (a walk is a chain of dependent random
-reads, which the CPU cannot overlap by itself). Random choices come from a counter-based hash of (seed
+is walked the next seeds' walks are started in stages, each stage a few seeds ahead of the walk and using
+what the stage before it prefetched (a walk is a chain of dependent random reads, which the CPU cannot
+overlap by itself). The per-seed kernels get their arrays as borrowed views: numba would otherwise
+reference-count every array argument atomically on every call. Random choices come from a counter-based hash of (seed
 row, anchor, hop, edge, node, draw), so a seed's subgraph does not depend on which other seeds share its
 batch or how many workers split the work: the output is identical for a given `random_seed` whatever the
 batching.
@@ -253,9 +255,30 @@ def _prefetch_llvm(typingctx: Any, addr: Any, idx: Any) -> Any:
     return types.void(addr, idx), codegen
 
 
+@intrinsic  # type: ignore[misc]
+def _borrow_llvm(typingctx: Any, arr: Any) -> Any:
+    """The same array without its owner (null meminfo): passing it to an inlined kernel costs no atomic
+    reference counting (numba increfs every array argument on each call, measured at 20% of the walk).
+    The caller keeps the original alive."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        src = cgutils.create_struct_proxy(arr)(context, builder, value=args[0])
+        dst = cgutils.create_struct_proxy(arr)(context, builder)
+        for f in ("data", "shape", "strides", "itemsize", "nitems"):
+            setattr(dst, f, getattr(src, f))
+        dst.meminfo = cgutils.get_null_value(dst.meminfo.type)
+        dst.parent = cgutils.get_null_value(dst.parent.type)
+        return dst._getvalue()
+
+    return arr(arr), codegen
+
+
 # as the kernels call them
 _load = cast("Callable[[Any, Any], np.int64]", _load_llvm)
 _prefetch = cast("Callable[[Any, Any], None]", _prefetch_llvm)
+_borrow = cast("Callable[[np.ndarray], np.ndarray]", _borrow_llvm)
 
 
 @numba.njit(cache=True, inline="always")
@@ -270,16 +293,21 @@ def _visible_end_at(ctime: np.int64, lo: np.int64, hi: np.int64, anchor: np.int6
     return lo
 
 
-# How many seeds ahead each stage of _warm_ahead works: far enough for a load from memory to arrive
-# before the next stage (or the walk itself) needs it.
-_AHEAD_ROW, _AHEAD_SEGMENT, _AHEAD_CHILDREN = 12, 6, 2
+# How many seeds ahead each stage of _pipeline works: far enough for a load from memory to arrive before
+# the next stage (or the walk itself) needs it. The walk reads the seed's visible child ranges from the
+# ring, which holds the last _RING seeds' (more than _AHEAD_SEGMENT).
+_AHEAD_ROW, _AHEAD_SEGMENT, _AHEAD_SEARCH, _AHEAD_CHILDREN = 12, 6, 3, 1
+_RING = 8
+_SHORT = 32  # time segments up to this long are prefetched whole (a few cache lines)
 
 
 @numba.njit(cache=True, inline="always")
-def _warm_ahead(
+def _pipeline(
     s: int,
+    s0: int,
     rows0: np.ndarray,
     anchors: np.ndarray,
+    stime_addr: np.int64,
     seed_tid: int,
     tab_ptr: np.ndarray,
     tab_edges: np.ndarray,
@@ -290,47 +318,103 @@ def _warm_ahead(
     addr: np.ndarray,
     alen: np.ndarray,
     uniform: bool,
+    ring_lo: np.ndarray,
+    ring_end: np.ndarray,
 ) -> None:
     """Software pipelining across seeds: the walk of one seed is a chain of dependent reads (row ->
-    CSR segment -> children -> their foreign keys) that the CPU cannot overlap by itself, so while
-    seed s is walked, the first links of the chains of the next seeds are requested. Only prefetches
-    and reads: nothing here changes the output."""
+    CSR segment -> children -> their foreign keys) that the CPU cannot overlap by itself, so while seed
+    s is walked, each later link of the chains of the next seeds is requested, one stage per link, each
+    stage a few seeds behind the one whose loads it consumes. The binary searches for the seed's own
+    child ranges are done here once (stage 3) and kept in the ring for the walk; everything else is
+    prefetches and reads that do not change the output."""
     b = len(rows0)
     hops = fan.shape[0]
-    for ei in range(tab_ptr[seed_tid], tab_ptr[seed_tid + 1]):
-        e = tab_edges[ei]
-        o = e_off[e]
-        first = addr[o]
-        if s + _AHEAD_ROW < b:
-            r = rows0[s + _AHEAD_ROW]
-            _prefetch(first, r)
+    eb, ee = tab_ptr[seed_tid], tab_ptr[seed_tid + 1]
+    ne = ee - eb
+    # 1: the seed's time and first reads of each of its edge types
+    t = s + _AHEAD_ROW
+    if s0 <= t < b:
+        r = rows0[t]
+        if stime_addr != 0:
+            _prefetch(stime_addr, r)
+        for ei in range(eb, ee):
+            e = tab_edges[ei]
+            o = e_off[e]
+            _prefetch(addr[o], r)
             if e_kind[e] == 1:
                 _prefetch(addr[o + 1], r)
-        if s + _AHEAD_SEGMENT < b:
-            r = rows0[s + _AHEAD_SEGMENT]
+    # 2: the parent's time, or the child segment's times (whole when short, else the first probes)
+    t = s + _AHEAD_SEGMENT
+    if s0 <= t < b:
+        r = rows0[t]
+        for ei in range(eb, ee):
+            e = tab_edges[ei]
+            o = e_off[e]
             if e_kind[e] == 0:
-                p = _load(first, r)
+                p = _load(addr[o], r)
                 if p >= 0 and alen[o + 1] > 0:
                     _prefetch(addr[o + 1], p)
             else:
-                lo, c = _load(first, r), _load(addr[o + 1], r)
-                if c > 0:
-                    for pos in (lo, lo + c // 2, lo + c - 1):
-                        _prefetch(addr[o + 3], pos)
-                        _prefetch(addr[o + 2], pos)
-        if e_kind[e] == 1 and not uniform and hops > 0 and fan[0, e] > 0 and s + _AHEAD_CHILDREN < b:
-            r = rows0[s + _AHEAD_CHILDREN]
-            child = addr[o + 2]
-            lo = _load(first, r)
-            end = _visible_end_at(addr[o + 3], lo, lo + _load(addr[o + 1], r), anchors[s + _AHEAD_CHILDREN])
-            first_pos = max(lo, end - fan[0, e])
+                lo, c = _load(addr[o], r), _load(addr[o + 1], r)
+                slot = (t & (_RING - 1)) * ne + (ei - eb)
+                ring_lo[slot], ring_end[slot] = lo, lo + c
+                ctime = addr[o + 3]
+                if c <= _SHORT:
+                    for q in range(lo, lo + c, 8):
+                        _prefetch(ctime, q)
+                    if c > 0:
+                        _prefetch(ctime, lo + c - 1)
+                else:
+                    for probe in (lo + c // 2, lo + c // 4, lo + 3 * c // 4):
+                        _prefetch(ctime, probe)
+    # 3: the visible end of each child segment, and the children the walk will take
+    t = s + _AHEAD_SEARCH
+    if s0 <= t < b:
+        a = anchors[t]
+        for ei in range(eb, ee):
+            e = tab_edges[ei]
+            if e_kind[e] == 0:
+                continue
+            o = e_off[e]
+            slot = (t & (_RING - 1)) * ne + (ei - eb)
+            lo = ring_lo[slot]
+            end = _visible_end_at(addr[o + 3], lo, ring_end[slot], a)
+            ring_end[slot] = end
+            if not uniform and hops > 0 and fan[0, e] > 0 and end > lo:
+                first = max(lo, end - fan[0, e])
+                for q in range(first, end, 8):
+                    _prefetch(addr[o + 2], q)
+                _prefetch(addr[o + 2], end - 1)
+    # 4: the first reads of the seed's parents' and taken children's own edge types (for the next hop)
+    t = s + _AHEAD_CHILDREN
+    if not uniform and hops > 1 and s0 <= t < b:
+        for ei in range(eb, ee):
+            e = tab_edges[ei]
+            o = e_off[e]
+            if e_kind[e] == 0:
+                p = _load(addr[o], rows0[t])
+                if p >= 0:
+                    d = e_dst[e]
+                    for ej in range(tab_ptr[d], tab_ptr[d + 1]):
+                        e2 = tab_edges[ej]
+                        _prefetch(addr[e_off[e2]], p)
+                        if e_kind[e2] == 1:
+                            _prefetch(addr[e_off[e2] + 1], p)
+                continue
+            if fan[0, e] <= 0:
+                continue
+            slot = (t & (_RING - 1)) * ne + (ei - eb)
+            lo, end = ring_lo[slot], ring_end[slot]
+            first = max(lo, end - fan[0, e])
             d = e_dst[e]
-            for ej in range(tab_ptr[d], tab_ptr[d + 1]):
-                e2 = tab_edges[ej]
-                if e_kind[e2] == 1 and hops < 2:
-                    continue
-                for q in range(first_pos, end):
-                    _prefetch(addr[e_off[e2]], _load(child, q))
+            child = addr[o + 2]
+            for q in range(first, end):
+                c = _load(child, q)
+                for ej in range(tab_ptr[d], tab_ptr[d + 1]):
+                    e2 = tab_edges[ej]
+                    _prefetch(addr[e_off[e2]], c)
+                    if e_kind[e2] == 1:
+                        _prefetch(addr[e_off[e2] + 1], c)
 
 
 @numba.njit(cache=True, inline="always")
@@ -383,6 +467,8 @@ def _walk_seed(
     bits: int,
     stamp: np.int64,
     chosen: np.ndarray,
+    ring_lo: np.ndarray,
+    ring_end: np.ndarray,
 ) -> int:
     """Writes seed s's nodes from position n on, in their final order (hop, then table, then edge type,
     then frontier node, then child) with parent slots local to the seed; returns the new node count, or
@@ -410,8 +496,9 @@ def _walk_seed(
     for hop in range(hops):
         if n - base >= max_nodes:
             break
-        if ahead:
-            # the frontier's first reads of every edge type, all requested before any is needed
+        if ahead and (hop > 1 or (hop == 1 and uniform)):
+            # the frontier's first reads of every edge type, all requested before any is needed (those
+            # of the seed and, for "recent", of the nodes of hop 1 were, by _pipeline)
             for g in range(hs, he):
                 t, r = otable[g], orow[g]
                 for ei in range(tab_ptr[t], tab_ptr[t + 1]):
@@ -469,17 +556,22 @@ def _walk_seed(
                         if otable[g] != t:
                             continue
                         r = orow[g]
-                        lo = _load(start, r)
-                        end = _visible_end_at(ctime, lo, lo + _load(count, r), a)
+                        if ahead and hop == 0:  # found by _pipeline
+                            slot = (s & (_RING - 1)) * (tab_ptr[t + 1] - tab_ptr[t]) + (ei - tab_ptr[t])
+                            lo, end = ring_lo[slot], ring_end[slot]
+                        else:
+                            lo = _load(start, r)
+                            end = _visible_end_at(ctime, lo, lo + _load(count, r), a)
                         m = end - lo
                         take = min(k, m)
                         if take <= 0:
                             continue
-                        _pick(chosen, take, m, uniform, r0, a, r, salt)
+                        if uniform:
+                            _pick(chosen, take, m, uniform, r0, a, r, salt)
                         for q in range(take):
                             if n - base >= max_nodes:
                                 break
-                            pos = end - 1 - chosen[q]
+                            pos = end - 1 - (chosen[q] if uniform else q)
                             c = _load(child, pos)
                             if _insert(seen, shift, mask, stamp, key_hi | c):
                                 tc = _load(ctime, pos)
@@ -491,6 +583,11 @@ def _walk_seed(
         if hs == he:
             break
     return n
+
+
+@numba.njit(cache=True)
+def _keep_alive(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> None:
+    pass
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -532,13 +629,44 @@ def _sample_part(
     opar, oedge, orel = np.empty(cap, np.int32), np.empty(cap, np.int16), np.empty(cap, np.int64)
     seen = np.zeros(2 << bits, dtype=np.int64)
     chosen = np.empty(max(kmax, 1), dtype=np.int64)
-    n = 0
-    for s in range(s0, b):
+    ne = tab_ptr[seed_tid + 1] - tab_ptr[seed_tid]
+    ring_lo, ring_end = np.empty(_RING * ne, np.int64), np.empty(_RING * ne, np.int64)
+    stime_addr = np.int64(stime.ctypes.data) if len(stime) > 0 else np.int64(0)
+    # the per-seed kernels get borrowed views (see _borrow); the arrays above keep the memory alive
+    rows0, anchors, stime, tab_ptr, tab_edges = (
+        _borrow(rows0),
+        _borrow(anchors),
+        _borrow(stime),
+        _borrow(tab_ptr),
+        _borrow(tab_edges),
+    )
+    e_kind, e_dst, e_off, fan, salts, addr, alen = (
+        _borrow(e_kind),
+        _borrow(e_dst),
+        _borrow(e_off),
+        _borrow(fan),
+        _borrow(salts),
+        _borrow(addr),
+        _borrow(alen),
+    )
+    vtable, vrow, vhop, vpar, vedge, vrel = (
+        _borrow(otable),
+        _borrow(orow),
+        _borrow(ohop),
+        _borrow(opar),
+        _borrow(oedge),
+        _borrow(orel),
+    )
+    vseen, vchosen, vring_lo, vring_end = _borrow(seen), _borrow(chosen), _borrow(ring_lo), _borrow(ring_end)
+    n, s_end, stop = 0, b, 0
+    for s in range(s0 - _AHEAD_ROW if ahead else s0, b):  # the first steps only fill the pipeline
         if ahead:
-            _warm_ahead(
+            _pipeline(
                 s,
+                s0,
                 rows0,
                 anchors,
+                stime_addr,
                 seed_tid,
                 tab_ptr,
                 tab_edges,
@@ -549,7 +677,11 @@ def _sample_part(
                 addr,
                 alen,
                 uniform,
+                vring_lo,
+                vring_end,
             )
+        if s < s0:
+            continue
         got = _walk_seed(
             s,
             n,
@@ -569,22 +701,28 @@ def _sample_part(
             uniform,
             max_nodes,
             ahead,
-            otable,
-            orow,
-            ohop,
-            opar,
-            oedge,
-            orel,
-            seen,
+            vtable,
+            vrow,
+            vhop,
+            vpar,
+            vedge,
+            vrel,
+            vseen,
             bits,
             np.int64(s + 1),  # a fresh, empty set for each seed
-            chosen,
+            vchosen,
+            vring_lo,
+            vring_end,
         )
         if got < 0:
-            return s, n, got, ptr[: s - s0 + 1], otable, orow, ohop, opar, oedge, orel
+            s_end, stop = s, got
+            break
         n = got
         ptr[s - s0 + 1] = n_off + n
-    return b, n, 0, ptr, otable, orow, ohop, opar, oedge, orel
+    # the scratch arrays were used only through borrowed views: numba would free them after their last
+    # use, so they are used once more here
+    _keep_alive(seen, chosen, ring_lo, ring_end)
+    return s_end, n, stop, ptr[: s_end - s0 + 1], otable, orow, ohop, opar, oedge, orel
 
 
 def _readonly_i64(a: np.ndarray) -> np.ndarray:
@@ -650,7 +788,7 @@ class TemporalSampler:
             self._out_edges[e.src].append(e)
         self._plan: _Plan | None = None
         self._nodes_per_seed = 16.0  # sizes the next batch's output arrays
-        self._ahead = True  # prefetch (see _warm_ahead); off only to test that it changes nothing
+        self._ahead = True  # prefetch (see _pipeline); off only to test that it changes nothing
 
     def fanout(self, e: EdgeType, hop: int) -> int:
         custom = self.cfg.edge_fanouts.get(f"{e.child}.{e.fk}")

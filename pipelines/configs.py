@@ -88,6 +88,9 @@ class TrainSettings(_Strict):
     grad_clip: float = Field(default=1.0, gt=0)
     patience: int = Field(default=4, gt=0, description="epochs without validation gain before stopping")
     max_train_rows: int = Field(default=20_000, gt=0)
+    train_rows: Literal["latest", "random"] = Field(
+        default="latest", description="which rows beyond max_train_rows: the most recent or a random sample"
+    )
     chunk_rows: int = Field(default=512, gt=0, description="rows sampled and featurised together")
     checkpoint_every: int = Field(default=50, gt=0, description="steps")
     keep_checkpoints: int = Field(default=2, gt=0)

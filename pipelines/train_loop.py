@@ -382,14 +382,9 @@ def finish(
     if state.get("best_file"):
         load_weights(final, run_dir / state["best_file"])
     final.eval()
-    probe = attach_probe(final, chunks[0], chunks[1], chunks[2])
+    _, val_score = attach_probe(final, chunks[0], chunks[1], chunks[2])
     ts = config["train"]
     head_score = float(state["best"]) if math.isfinite(state["best"]) else float("nan")
-    val_score = head_score
-    if probe is not None:
-        with torch.no_grad():
-            out = torch.cat([final(tv, lv) for tv, lv, _ in chunks[1]])
-        val_score = validation_score(plan["task_type"], out, torch.cat([yv for _, _, yv in chunks[1]]))
     metrics = {
         "val_score": val_score,
         "head_val_score": head_score,
@@ -405,6 +400,7 @@ def finish(
         weight_decay=float(ts["weight_decay"]),
         patience=int(ts["patience"]),
         max_train_rows=int(ts["max_train_rows"]),
+        train_rows=ts.get("train_rows", "latest"),
         seed=int(config["seed"]),
     )
     tmp = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")

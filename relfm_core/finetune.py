@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,9 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     patience: int = 4
     max_train_rows: int = 20_000
+    # which rows when the table has more than max_train_rows: the most recent ("latest": relations
+    # drift, and the model scores the future) or a random sample over the whole history
+    train_rows: Literal["latest", "random"] = "latest"
     # the most recent rows the linear probe path is solved on (relfm_core.task_probe): it needs only a
     # forward pass per row, so it can read more of the training table than the transformer is trained on
     max_probe_rows: int = 50_000
@@ -95,9 +98,11 @@ RECENT_ROWS = (1024, 4096)  # besides all rows, the probe may be solved on the m
 @torch.no_grad()
 def attach_probe(
     model: FinetunedModel, train: list[Chunk], val: list[Chunk], anchors: np.ndarray | None = None
-) -> TaskProbe | None:
+) -> tuple[TaskProbe | None, float]:
     """Solves the linear probe path on the training chunks with the trained encoder, chooses its view and
-    blend weight on the validation chunks, and attaches it (None: the trained head alone was better).
+    blend weight on the validation chunks, solves it once more on training and validation rows together,
+    and attaches it (None: the trained head alone was better). Also returns the validation score
+    (validation_score) of what was chosen, measured before the validation rows were added: out of sample.
 
     With the training rows' `anchors`, it is also solved on only the most recent RECENT_ROWS of them and
     the validation rows choose: relations drift, and zero-shot likewise reads the latest rows of a given
@@ -127,10 +132,11 @@ def attach_probe(
         order = np.argsort(np.asarray(anchors), kind="stable")
         subsets += [order[-n:] for n in RECENT_ROWS if n < len(order)]
     fits = [fit_task_probe(model.task_type, tr.subset(idx), va, views, groups, k) for idx in subsets]
-    probe = min(fits, key=lambda f: f[1])[0]
+    probe, _, out = min(fits, key=lambda f: f[1])
     model.probe = probe
     model.train(was_training)
-    return probe
+    val_out = torch.from_numpy(out[:, None] if model.task_type == "regression" else out)
+    return probe, validation_score(model.task_type, val_out, torch.from_numpy(va.y))
 
 
 def _union_groups(ts: list[dict[str, torch.Tensor]]) -> AggregateGroups:
@@ -165,6 +171,17 @@ class EarlyStop:
     def restore(self, model: nn.Module) -> None:
         if self.state is not None:
             model.load_state_dict(self.state)
+
+
+def cap_rows(train: pd.DataFrame, cfg: FinetuneConfig) -> pd.DataFrame:
+    """At most cfg.max_train_rows of a training table (entity_row, anchor_time, label), as cfg.train_rows
+    says."""
+    if len(train) <= cfg.max_train_rows:
+        return train
+    if cfg.train_rows == "random":
+        return train.sample(cfg.max_train_rows, random_state=cfg.seed)
+    by_time = np.argsort(pd.to_datetime(train["anchor_time"]).to_numpy("datetime64[ns]"), kind="stable")
+    return train.iloc[np.sort(by_time[-cfg.max_train_rows :])]
 
 
 def table_pairs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -226,8 +243,7 @@ def finetune(
         return finetune_links(graph, features, base, engine, train, val, out_dir, cfg, log)
     by_time = np.argsort(pd.to_datetime(train["anchor_time"]).to_numpy("datetime64[ns]"), kind="stable")
     probe_train = train.iloc[by_time[-cfg.max_probe_rows :]]
-    if len(train) > cfg.max_train_rows:
-        train = train.sample(cfg.max_train_rows, random_state=cfg.seed)
+    train = cap_rows(train, cfg)
     classes: list[Any] = []
     if task == "multiclass":
         classes = sorted(set(train["label"].tolist()), key=str)
@@ -321,8 +337,7 @@ def finetune(
         chunks = [(t, lg, y_tr_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(tr_in)]
         probe_anchors = table_pairs(train)[1]
     val_chunks = [(t, lg, y_va_t[i * chunk : i * chunk + len(lg)]) for i, (t, lg) in enumerate(va_in)]
-    probe = attach_probe(model, chunks, val_chunks, probe_anchors)
-    metrics["val_score"] = validation_score(task, _predict(model, va_in), y_va_t) if probe else float(best)
+    _, metrics["val_score"] = attach_probe(model, chunks, val_chunks, probe_anchors)
     path = save_finetuned(model, out_dir, engine, graph, norm, classes, metrics, cfg)
     return FinetuneResult(path, metrics, history)
 

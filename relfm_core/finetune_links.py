@@ -120,13 +120,19 @@ def finetune_links(
     log: Callable[[dict[str, float]], None] | None = None,
 ) -> FinetuneResult:
     """Trains the candidate scorer on `train` (entity_row, anchor_time), early-stops on MAP@k of `val`."""
-    from relfm_core.finetune import EarlyStop, FinetunedModel, FinetuneResult, save_finetuned, table_pairs
+    from relfm_core.finetune import (
+        EarlyStop,
+        FinetunedModel,
+        FinetuneResult,
+        cap_rows,
+        save_finetuned,
+        table_pairs,
+    )
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     k = int(engine.query.rank_top_k or 10)
-    if len(train) > cfg.max_train_rows:
-        train = train.sample(cfg.max_train_rows, random_state=cfg.seed)
+    train = cap_rows(train, cfg)
     builder = InputBuilder(graph, features, lags=base.cfg.lags)
     tr = [c for _, c in link_chunks(builder, engine, *table_pairs(train), with_labels=True)]
     va = [c for _, c in link_chunks(builder, engine, *table_pairs(val), with_labels=True)]

@@ -44,6 +44,7 @@ class ProbeSpec:
     n_classes: int  # width of the head's output it blends into (multiclass), else 0
     groups: AggregateGroups
     rows: int = 0  # training rows it was solved on
+    median: bool = False  # regression: intercept moved to the median residual (scored by absolute error)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class ProbeSpec:
             "n_out": self.n_out,
             "n_classes": self.n_classes,
             "rows": self.rows,
+            "median": self.median,
             "groups": {
                 "cells": [list(c) for c in self.groups.cells],
                 "rows": [list(r) for r in self.groups.rows],
@@ -76,6 +78,7 @@ class ProbeSpec:
             int(d["n_classes"]),
             groups,
             int(d.get("rows", 0)),
+            bool(d.get("median", False)),
         )
 
 
@@ -141,6 +144,11 @@ def views_of(d: int, width: int, total: int) -> dict[str, np.ndarray]:
     return {"history": np.arange(d, d + width), "history+aggregates": np.arange(d, total)}
 
 
+def _median_shift(model: Any, xs: np.ndarray, y: np.ndarray) -> float:
+    """What moves a least-squares fit's intercept to the median of its training residuals."""
+    return float(np.median(y - np.asarray(model.predict(xs), dtype=np.float64)))
+
+
 def fit_task_probe(
     task: str,
     train: ProbeData,
@@ -148,12 +156,13 @@ def fit_task_probe(
     views: dict[str, np.ndarray],
     groups: AggregateGroups,
     n_classes: int,
-) -> tuple[TaskProbe | None, float]:
-    """The view, regularisation and blend weight with the lowest validation loss, and that loss; None when
-    the head alone is best (or a class is missing from training)."""
+) -> tuple[TaskProbe | None, float, np.ndarray]:
+    """The view, regularisation and blend weight with the lowest validation loss, that loss, and the
+    validation outputs it was measured on (out of sample: the probe solved on the training rows only);
+    None when the head alone is best (or a class is missing from training), with the head's outputs."""
     y_tr = train.y
     if task != "regression" and len(np.unique(y_tr.astype(np.int64))) < 2:
-        return None, np.inf
+        return None, np.inf, val.head
     k = n_classes if task == "multiclass" else 0
 
     def val_loss(out: np.ndarray) -> float:
@@ -163,25 +172,40 @@ def fit_task_probe(
         return probe_loss(task, val.y, out, k)
 
     head_loss = val_loss(val.head)
-    best: tuple[float, str, float, float] | None = None
+    best: tuple[float, str, float, float, bool, np.ndarray] | None = None
     candidates = {"all": np.arange(train.x.shape[1]), **views}
     for view, cols in candidates.items():
         scaler = StandardScaler().fit(train.x[:, cols])
         xs_tr, xs_va = scaler.transform(train.x[:, cols]), scaler.transform(val.x[:, cols])
         for param in ALPHA_GRID if task == "regression" else C_GRID:
-            out = linear_output(fit_linear(task, param, xs_tr, y_tr, 0), xs_va, task, k)
-            for w in BLEND_WEIGHTS[1:]:
-                loss = val_loss((1.0 - w) * val.head + w * out)
-                if best is None or loss < best[0]:
-                    best = (loss, view, param, w)
+            fit = fit_linear(task, param, xs_tr, y_tr, 0)
+            out = linear_output(fit, xs_va, task, k)
+            # regression is scored by absolute error: the ridge fit's mean can also be moved to the median
+            # of its training residuals (skewed targets, such as finishing positions)
+            shifts = [(False, 0.0)]
+            if task == "regression":
+                shifts.append((True, _median_shift(fit, xs_tr, y_tr)))
+            for median, shift in shifts:
+                for w in BLEND_WEIGHTS[1:]:
+                    blended = (1.0 - w) * val.head + w * (out + shift)
+                    loss = val_loss(blended)
+                    if best is None or loss < best[0]:
+                        best = (loss, view, param, w, median, blended)
     if best is None or head_loss <= best[0]:
-        return None, head_loss
-    loss, view, param, w = best
+        return None, head_loss, val.head
+    loss, view, param, w, median, val_out = best
+    # chosen on the validation rows, then solved on them too: they are the most recent labelled rows,
+    # closest to the rows the model will score
     cols = candidates[view]
-    scaler = StandardScaler().fit(train.x[:, cols])
-    model = fit_linear(task, param, scaler.transform(train.x[:, cols]), y_tr, 0)
+    x_all = np.concatenate([train.x[:, cols], val.x[:, cols]])
+    y_all = np.concatenate([y_tr, val.y])
+    scaler = StandardScaler().fit(x_all)
+    xs = scaler.transform(x_all)
+    model = fit_linear(task, param, xs, y_all, 0)
+    if median:
+        model.intercept_ = model.intercept_ + _median_shift(model, xs, y_all)
     coef = np.atleast_2d(model.coef_)
-    spec = ProbeSpec(view, w, param, len(cols), coef.shape[0], k, groups, len(y_tr))
+    spec = ProbeSpec(view, w, param, len(cols), coef.shape[0], k, groups, len(y_all), median)
     probe = TaskProbe(task, spec)
     probe.columns.copy_(torch.from_numpy(cols.astype(np.int64)))
     probe.mean.copy_(torch.from_numpy(scaler.mean_.astype(np.float32)))
@@ -191,4 +215,4 @@ def fit_task_probe(
     if task == "multiclass":
         assert isinstance(model, LogisticRegression)
         probe.classes.copy_(torch.from_numpy(model.classes_.astype(np.int64)))
-    return probe, loss
+    return probe, loss, val_out

@@ -99,7 +99,9 @@ def test_the_linear_probe_path_is_solved_after_training_and_saved(tuned: Tuned, 
     spec = meta["probe"]
     assert spec["view"] in {"all", "history", "history+aggregates"} and 0 < spec["weight"] <= 1
     assert spec["groups"]["cells"] and spec["groups"]["rows"]  # subgraph aggregates found in training
-    assert 0 < spec["rows"] <= len(tuned.train)  # all training rows or the most recent ones
+    # chosen on validation, then solved again on the chosen training rows (all or the most recent) plus
+    # the validation rows
+    assert len(tuned.val) < spec["rows"] <= len(tuned.train) + len(tuned.val)
     loaded = load_finetuned(tuned.result.path)
     assert loaded.model.probe is not None
     rows, anchors = _pairs(tuned.val)
@@ -130,10 +132,11 @@ def test_the_saved_model_is_the_best_epoch_with_everything_to_score(
     rows, anchors = _pairs(tuned.val)
     p = score(loaded, scorer, tuned.engine, rows, anchors)
     assert p.shape == (len(rows),) and ((p > 0) & (p < 1)).all()
-    # the validation score it reports is the one the saved weights reach
-    assert auroc(tuned.val["label"].to_numpy(), p) == pytest.approx(
-        tuned.result.metrics["val_score"], abs=1e-6
-    )
+    # the validation score it reports is out of sample: the probe path as solved before the validation
+    # rows joined its training rows (the saved weights have seen them, so they score them higher)
+    reported = tuned.result.metrics["val_score"]
+    assert 0.0 <= reported <= 1.0
+    assert auroc(tuned.val["label"].to_numpy(), p) >= reported - 0.05
 
 
 def test_each_entity_is_scored_alone_and_reloading_changes_nothing(
