@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -209,10 +209,16 @@ class MetricsFollower:
     not log the killed attempt's lines twice."""
 
     def __init__(
-        self, path: str | Path, run_id: str, tracking: str | None = None, every_s: float = 2.0
+        self,
+        path: str | Path,
+        run_id: str,
+        tracking: str | None = None,
+        every_s: float = 2.0,
+        on_step: Callable[[int], None] | None = None,
     ) -> None:
         import threading
 
+        self.on_step = on_step  # told the latest step logged (a progress bar)
         self.path = Path(path)
         self.offset_file = self.path.with_name(self.path.name + ".logged")
         self.run_id = run_id
@@ -265,6 +271,8 @@ class MetricsFollower:
             client = MlflowClient(self.tracking)
             for s in range(0, len(batch), 1000):  # MLflow's limit per batch
                 client.log_batch(self.run_id, metrics=batch[s : s + 1000])
+            if batch and self.on_step is not None:
+                self.on_step(max(m.step for m in batch))
             tmp = self.offset_file.with_name(self.offset_file.name + ".tmp")
             tmp.write_text(str(start + end))
             os.replace(tmp, self.offset_file)

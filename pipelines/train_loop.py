@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from relfm_core.inputs import InputBuilder, TargetNorm, slice_tensors
 from relfm_core.labels import LabelEngine
 from relfm_core.model import task_loss
 from relfm_core.text_encoder import TextEncoder
-from relfm_core.training import TrainConfig, Trainer, load_weights, lr_lambda, save_weights
+from relfm_core.training import TrainConfig, Trainer, load_weights, save_weights
 from relfm_core.weights import load_pretrained
 
 Inputs = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]  # tensors, lags, targets
@@ -153,33 +153,6 @@ class StepMetrics:
                 f.write(json.dumps({"step": step, "metrics": clean}) + "\n")
 
 
-class DistributedTrainer(Trainer):
-    """relfm_core's Trainer, with DeepSpeed given the Trainer's own AdamW (so both paths train with the
-    same optimiser) and the learning-rate schedule driving that optimiser inside DeepSpeed's ZeRO
-    wrapper (`LambdaLR` rejects the wrapper itself, which is not a torch Optimizer). Stepping,
-    checkpoints and resume are the Trainer's own."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        cfg: TrainConfig,
-        checkpoint_dir: Path,
-        metrics: Any,
-        model_config: dict[str, Any],
-    ) -> None:
-        super().__init__(model, replace(cfg, deepspeed=None), checkpoint_dir, metrics, model_config)
-        self.cfg = cfg
-        if cfg.deepspeed is None:
-            return
-        import deepspeed
-
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=self.optimizer, config=dict(cfg.deepspeed)
-        )
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(inner, lr_lambda(cfg))
-
-
 def _disable_deepspeed_shm() -> None:
     """DeepSpeed's CPU shared-memory allreduce is JIT-compiled on first use (minutes on a fresh
     machine); gloo does the same job for CPU runs, which are tests and benchmarks, not production."""
@@ -286,7 +259,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         deepspeed=ds,
     )
     log = StepMetrics(run_dir) if r.main else None
-    trainer = DistributedTrainer(wrapped, tcfg, run_dir / "checkpoints", log, base.cfg.to_dict())
+    trainer = Trainer(wrapped, tcfg, run_dir / "checkpoints", log, base.cfg.to_dict())
     state: dict[str, Any] = {"best": -math.inf, "best_file": None, "bad": 0, "history": [], "stopped": False}
     state.update(trainer.resume())
     resumed_from = trainer.step_num or None

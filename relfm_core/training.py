@@ -89,21 +89,28 @@ class Trainer:
             {"params": no_decay, "weight_decay": 0.0},
         ]
         self.engine: Any = None
+        self.optimizer: Any = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
         if cfg.deepspeed is not None:
             import deepspeed
 
             ds_cfg = dict(cfg.deepspeed)
             ds_cfg.setdefault("gradient_clipping", cfg.grad_clip)
             ds_cfg.setdefault("train_micro_batch_size_per_gpu", 1)
-            ds_cfg.setdefault(
-                "optimizer", {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay}}
-            )
+            # DeepSpeed gets this AdamW (both paths train with the same optimiser, and none of its fused
+            # optimisers needs compiling on a CPU machine) unless its config names one; the schedule
+            # drives the optimiser inside its ZeRO wrapper (LambdaLR rejects the wrapper itself)
+            given = None if "optimizer" in ds_cfg else self.optimizer
+            if given is not None:  # ZeRO-Offload would otherwise insist on DeepSpeed's CPU Adam
+                ds_cfg.setdefault("zero_force_ds_cpu_optimizer", False)
             self.engine, self.optimizer, _, _ = deepspeed.initialize(
-                model=model, model_parameters=groups, config=ds_cfg
+                model=model,
+                optimizer=given,
+                model_parameters=groups if given is None else None,
+                config=ds_cfg,
             )
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+            inner = getattr(self.optimizer, "optimizer", self.optimizer)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(inner, lr_lambda(cfg))
         else:
-            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
 
     @property

@@ -11,7 +11,7 @@ slot identities.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,20 @@ class Episode:
     pair: torch.Tensor | None = None
     cand_mask: torch.Tensor | None = None
     cand_target: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> Episode:
+        """The episode's tensors on `device` (itself on the CPU, where producers make them)."""
+        if device.type == "cpu":
+            return self
+
+        def move(v: Any) -> Any:
+            if isinstance(v, torch.Tensor):
+                return v.to(device, non_blocking=True)
+            if isinstance(v, dict):
+                return {k: move(x) for k, x in v.items()}
+            return v
+
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 
 @dataclass

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 from graph_engine.cache import open_or_build
+from graph_engine.errors import RelfmError
 from relfm_core.features import GraphFeatures
 from relfm_core.metrics import auroc
 from relfm_core.model import ModelConfig, RelationalFM, link_loss, task_loss
@@ -183,14 +185,43 @@ def evaluate_episodes(model: RelationalFM, episodes: list[Episode]) -> dict[str,
     return {f"eval/{k}": float(np.mean(v)) for k, v in res.items()}
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) as torchrun, Ray Train and pipelines.launch set them."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def touch_all(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """The loss plus zero times every trained parameter: data-parallel ranks train on episodes of
+    different task types, which reach different heads, and DDP and ZeRO reduce gradients by parameter,
+    expecting every rank to produce each one."""
+    zero = sum((p.sum() for p in model.parameters() if p.requires_grad), torch.zeros((), device=loss.device))
+    return loss + 0.0 * zero
+
+
 def pretrain(
     cfg: PretrainConfig,
     out_dir: str | Path,
     metrics: Metrics | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> Path:
-    """Runs (or resumes) pretraining; returns the folder holding the final weights and config."""
+    device: torch.device | None = None,
+) -> Path | None:
+    """Runs (or resumes) pretraining; returns the folder holding the final weights and config (None on
+    ranks other than 0).
+
+    The same loop runs as one process or as one rank of a data-parallel job (RANK / WORLD_SIZE set and a
+    process group up, as pipelines.launch or torchrun leave them): each rank trains on its own stream of
+    episodes, gradients are averaged by DeepSpeed (`train.deepspeed`) or DDP, rank 0 evaluates, reports
+    metrics and writes the weights, and every rank takes part in checkpoints."""
     out = Path(out_dir)
+    rank, world = _world()
+    device = device or torch.device("cpu")
     pool_dir = out / "pool"
     pool_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
@@ -200,8 +231,10 @@ def pretrain(
     tcfg = TrainConfig(**cfg.train)
     text = TextEncoder(pool_dir / "text-embeddings.sqlite")
     train_names, eval_names = pool_names(cfg)
-    for n in train_names + eval_names:  # build the pool once, before any worker opens it
-        open_database(n, pool_dir, cfg, text, ep_cfg)
+    if rank == 0:
+        for n in train_names + eval_names:  # build the pool once, before any worker opens it
+            open_database(n, pool_dir, cfg, text, ep_cfg)
+    _barrier(world)
     eval_entries = [open_database(n, pool_dir, cfg, text, ep_cfg) for n in eval_names]
     eval_eps: list[Episode] = []
     rng = np.random.default_rng(cfg.seed + 7)
@@ -211,12 +244,23 @@ def pretrain(
         e = make_episode(eval_entries[tries % len(eval_entries)], rng, ep_cfg)
         if e is not None:
             eval_eps.append(e)
+    if world > 1 and tcfg.deepspeed is None:
+        raise RelfmError("pretraining on more than one rank needs a DeepSpeed config (train.deepspeed)")
+    stage = int(((tcfg.deepspeed or {}).get("zero_optimization") or {}).get("stage", 0))
+    if stage > 2:
+        # episodes call the model's link head outside forward(), which ZeRO-3's parameter gathering
+        # does not see
+        raise RelfmError(f"pretrain config: train.deepspeed zero_optimization.stage {stage}: use 0, 1 or 2")
     model = RelationalFM(model_cfg)
-    trainer = Trainer(model, tcfg, out / "checkpoints", metrics, model_config=model_cfg.to_dict())
+    model.to(device)
+    trainer = Trainer(
+        model, tcfg, out / "checkpoints", metrics if rank == 0 else None, model_config=model_cfg.to_dict()
+    )
     state = trainer.resume()
     ctx = mp.get_context("spawn")
     q: Any = ctx.Queue(maxsize=6)
-    seed = cfg.seed * 7919 + int(state.get("producer_restarts", 0)) + trainer.step_num
+    # each rank its own episode stream (rank 0's is the single-process run's)
+    seed = cfg.seed * 7919 + int(state.get("producer_restarts", 0)) + trainer.step_num + 1_000_003 * rank
     worker = ctx.Process(
         target=_producer,
         args=(cfg.model_dump_json(), str(pool_dir), train_names, q, seed, 1),
@@ -232,24 +276,28 @@ def pretrain(
     try:
         last_eval = trainer.step_num
         while not trainer.done():
-            ep = next_episode(q, worker)
+            ep = next_episode(q, worker).to(device)
             loss = episode_loss(model, ep)
-            trainer.train_step(loss, {f"loss/{ep.task_type}": float(loss.detach())})
+            logs = {f"loss/{ep.task_type}": float(loss.detach())}
+            trainer.train_step(touch_all(model, loss) if world > 1 else loss, logs)
             if trainer.step_num % tcfg.checkpoint_every == 0:
                 trainer.save({"producer_restarts": restarts})
-            if progress is not None:
+            if progress is not None and rank == 0:
                 progress(trainer.step_num, tcfg.steps)
             if trainer.step_num - last_eval >= cfg.eval_every and eval_eps:
                 last_eval = trainer.step_num
-                m = evaluate_episodes(model, eval_eps)
-                if metrics is not None:
-                    metrics(trainer.step_num, m)
+                if rank == 0:
+                    m = evaluate_episodes(model, [e.to(device) for e in eval_eps])
+                    if metrics is not None:
+                        metrics(trainer.step_num, m)
     finally:
         worker.terminate()
         worker.join(timeout=10)
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     trainer.save({"producer_restarts": restarts})
+    if rank != 0:
+        return None
     final = out / "final"
     final.mkdir(parents=True, exist_ok=True)
     save_weights(model, final / "model.safetensors")
@@ -263,7 +311,8 @@ def pretrain(
                 "steps": trainer.step_num,
                 "databases": train_names,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "eval": evaluate_episodes(model, eval_eps) if eval_eps else {},
+                "eval": evaluate_episodes(model, [e.to(device) for e in eval_eps]) if eval_eps else {},
+                "world_size": world,
             },
             indent=1,
         )
