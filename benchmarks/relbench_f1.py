@@ -305,7 +305,13 @@ def run_task(task: Task, graph: Any, rfm: Any, args: argparse.Namespace, model_d
         cfg = (
             FinetuneConfig(epochs=2, patience=1, max_train_rows=1500, seed=0)
             if args.quick
-            else FinetuneConfig(epochs=args.ft_epochs, patience=2, max_train_rows=args.ft_rows, seed=0)
+            else FinetuneConfig(
+                epochs=args.ft_epochs,
+                patience=2,
+                max_train_rows=args.ft_rows,
+                train_rows=args.ft_rows_from,
+                seed=0,
+            )
         )
         out = BENCH / "relbench-f1-models" / task.name
         history: list[dict[str, float]] = []
@@ -317,6 +323,7 @@ def run_task(task: Task, graph: Any, rfm: Any, args: argparse.Namespace, model_d
             pred,
             time.perf_counter() - t0,
             train_rows=min(len(tr), cfg.max_train_rows),
+            train_rows_from=cfg.train_rows,
             holdout_rows=len(va),
             epochs=len(history),
             model=str(ft.path),
@@ -411,7 +418,13 @@ def parse_args() -> argparse.Namespace:
         "context is built at its earliest anchor",
     )
     ap.add_argument("--ft-epochs", type=int, default=4)
-    ap.add_argument("--ft-rows", type=int, default=3000, help="fine-tuning rows sampled from the train table")
+    ap.add_argument("--ft-rows", type=int, default=3000, help="fine-tuning rows taken from the train table")
+    ap.add_argument(
+        "--ft-rows-from",
+        default="latest",
+        choices=("latest", "random"),
+        help="the latest rows or a random sample",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--lgbm-threads", type=int, default=1)
     ap.add_argument("--data", type=Path, default=DATA)
