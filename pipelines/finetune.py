@@ -35,7 +35,7 @@ from pipelines.build_graph import ensure_graph
 from pipelines.configs import FinetuneStageConfig, to_ns
 from pipelines.launch import launch
 from pipelines.train_loop import METRICS_FILE, train_worker
-from relfm_core.finetune import FinetuneConfig, cap_rows
+from relfm_core.finetune import cap_rows
 from relfm_core.inputs import TargetNorm
 from relfm_core.labels import LabelEngine, training_table
 
@@ -97,12 +97,7 @@ def prepare_data(cfg: FinetuneStageConfig, engine: LabelEngine, anchor: int, run
             f"no training or validation examples before {np.datetime64(anchor, 'ns')} for: {cfg.query} "
             f"({len(train)} train, {len(val)} validation rows; try more table.num_anchors)"
         )
-    train = cap_rows(
-        train,
-        FinetuneConfig(
-            max_train_rows=cfg.train.max_train_rows, train_rows=cfg.train.train_rows, seed=cfg.seed
-        ),
-    ).sort_index()
+    train = cap_rows(train, cfg.train.max_train_rows, cfg.train.train_rows, cfg.seed).sort_index()
     classes: list[Any] = []
     if task == "multiclass":
         # class values, not codes into today's vocabulary: the artefact must mean the same tomorrow

@@ -22,7 +22,7 @@ from graph_engine.yaml_file import read_yaml
 from pipelines import tracking
 from pipelines.launch import launch
 from pipelines.train_loop import METRICS_FILE, StepMetrics, _disable_deepspeed_shm, device_for
-from relfm_core.pretrain.loop import PretrainConfig, pretrain
+from relfm_core.pretrain.loop import PretrainConfig, parallel_config_error, pretrain
 from relfm_core.training import TrainConfig
 
 
@@ -58,10 +58,9 @@ def run(
     if place.workers < 1:
         raise RelfmError(f"pretrain: --workers must be at least 1, not {place.workers}")
     distributed = place.workers > 1 or cfg.train.get("deepspeed") is not None
-    if place.workers > 1 and cfg.train.get("deepspeed") is None:
-        raise RelfmError(
-            f"pretrain config {config_path}: {place.workers} workers need a DeepSpeed config (train.deepspeed)"
-        )
+    error = parallel_config_error(cfg.train.get("deepspeed"), place.workers)
+    if error is not None:
+        raise RelfmError(f"pretrain config {config_path}: {error}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "mlflow_run_id"

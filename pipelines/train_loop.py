@@ -355,7 +355,7 @@ def finish(
     if state.get("best_file"):
         load_weights(final, run_dir / state["best_file"])
     final.eval()
-    _, val_score = attach_probe(final, chunks[0], chunks[1], chunks[2])
+    _, val_score = attach_probe(final, *chunks)
     ts = config["train"]
     head_score = float(state["best"]) if math.isfinite(state["best"]) else float("nan")
     metrics = {

@@ -173,15 +173,19 @@ class EarlyStop:
             model.load_state_dict(self.state)
 
 
-def cap_rows(train: pd.DataFrame, cfg: FinetuneConfig) -> pd.DataFrame:
-    """At most cfg.max_train_rows of a training table (entity_row, anchor_time, label), as cfg.train_rows
-    says."""
-    if len(train) <= cfg.max_train_rows:
+def latest_index(df: pd.DataFrame, n: int) -> np.ndarray:
+    """Positions of the n rows of a training table with the latest anchor times, oldest first."""
+    by_time = np.argsort(pd.to_datetime(df["anchor_time"]).to_numpy("datetime64[ns]"), kind="stable")
+    return by_time[-n:]
+
+
+def cap_rows(train: pd.DataFrame, max_rows: int, how: Literal["latest", "random"], seed: int) -> pd.DataFrame:
+    """At most max_rows of a training table (entity_row, anchor_time, label): the latest, or a sample."""
+    if len(train) <= max_rows:
         return train
-    if cfg.train_rows == "random":
-        return train.sample(cfg.max_train_rows, random_state=cfg.seed)
-    by_time = np.argsort(pd.to_datetime(train["anchor_time"]).to_numpy("datetime64[ns]"), kind="stable")
-    return train.iloc[np.sort(by_time[-cfg.max_train_rows :])]
+    if how == "random":
+        return train.sample(max_rows, random_state=seed)
+    return train.iloc[np.sort(latest_index(train, max_rows))]
 
 
 def table_pairs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -241,9 +245,8 @@ def finetune(
         from relfm_core.finetune_links import finetune_links
 
         return finetune_links(graph, features, base, engine, train, val, out_dir, cfg, log)
-    by_time = np.argsort(pd.to_datetime(train["anchor_time"]).to_numpy("datetime64[ns]"), kind="stable")
-    probe_train = train.iloc[by_time[-cfg.max_probe_rows :]]
-    train = cap_rows(train, cfg)
+    probe_train = train.iloc[latest_index(train, cfg.max_probe_rows)]
+    train = cap_rows(train, cfg.max_train_rows, cfg.train_rows, cfg.seed)
     classes: list[Any] = []
     if task == "multiclass":
         classes = sorted(set(train["label"].tolist()), key=str)

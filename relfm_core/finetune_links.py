@@ -132,7 +132,7 @@ def finetune_links(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     k = int(engine.query.rank_top_k or 10)
-    train = cap_rows(train, cfg)
+    train = cap_rows(train, cfg.max_train_rows, cfg.train_rows, cfg.seed)
     builder = InputBuilder(graph, features, lags=base.cfg.lags)
     tr = [c for _, c in link_chunks(builder, engine, *table_pairs(train), with_labels=True)]
     va = [c for _, c in link_chunks(builder, engine, *table_pairs(val), with_labels=True)]

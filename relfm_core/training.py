@@ -108,10 +108,8 @@ class Trainer:
                 model_parameters=groups if given is None else None,
                 config=ds_cfg,
             )
-            inner = getattr(self.optimizer, "optimizer", self.optimizer)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(inner, lr_lambda(cfg))
-        else:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(inner, lr_lambda(cfg))
 
     @property
     def module(self) -> nn.Module:

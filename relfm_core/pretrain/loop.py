@@ -197,6 +197,19 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def parallel_config_error(deepspeed: dict[str, Any] | None, world: int) -> str | None:
+    """Why `world` ranks cannot pretrain with this `train.deepspeed`, or None. Checked by the driver before
+    it launches ranks and by each rank before it builds anything."""
+    if world > 1 and deepspeed is None:
+        return f"{world} workers need a DeepSpeed config (train.deepspeed)"
+    stage = int(((deepspeed or {}).get("zero_optimization") or {}).get("stage", 0))
+    if stage > 2:
+        # episodes call the model's link head outside forward(), which ZeRO-3's parameter gathering
+        # does not see
+        return f"train.deepspeed zero_optimization.stage {stage}: use 0, 1 or 2"
+    return None
+
+
 def touch_all(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
     """The loss plus zero times every trained parameter: data-parallel ranks train on episodes of
     different task types, which reach different heads, and DDP and ZeRO reduce gradients by parameter,
@@ -217,10 +230,14 @@ def pretrain(
 
     The same loop runs as one process or as one rank of a data-parallel job (RANK / WORLD_SIZE set and a
     process group up, as pipelines.launch or torchrun leave them): each rank trains on its own stream of
-    episodes, gradients are averaged by DeepSpeed (`train.deepspeed`) or DDP, rank 0 evaluates, reports
-    metrics and writes the weights, and every rank takes part in checkpoints."""
+    episodes, gradients are averaged by DeepSpeed (`train.deepspeed`, required for more than one rank),
+    rank 0 evaluates, reports metrics and writes the weights, and every rank takes part in checkpoints."""
     out = Path(out_dir)
     rank, world = _world()
+    tcfg = TrainConfig(**cfg.train)
+    error = parallel_config_error(tcfg.deepspeed, world)
+    if error is not None:
+        raise RelfmError(f"pretrain config: {error}")
     device = device or torch.device("cpu")
     pool_dir = out / "pool"
     pool_dir.mkdir(parents=True, exist_ok=True)
@@ -228,29 +245,22 @@ def pretrain(
     set_seed(cfg.seed)
     ep_cfg = EpisodeConfig(**cfg.episode)
     model_cfg = ModelConfig(**cfg.model)
-    tcfg = TrainConfig(**cfg.train)
     text = TextEncoder(pool_dir / "text-embeddings.sqlite")
     train_names, eval_names = pool_names(cfg)
     if rank == 0:
         for n in train_names + eval_names:  # build the pool once, before any worker opens it
             open_database(n, pool_dir, cfg, text, ep_cfg)
     _barrier(world)
-    eval_entries = [open_database(n, pool_dir, cfg, text, ep_cfg) for n in eval_names]
-    eval_eps: list[Episode] = []
-    rng = np.random.default_rng(cfg.seed + 7)
-    tries = 0
-    while len(eval_eps) < cfg.eval_episodes and tries < cfg.eval_episodes * 20:
-        tries += 1
-        e = make_episode(eval_entries[tries % len(eval_entries)], rng, ep_cfg)
-        if e is not None:
-            eval_eps.append(e)
-    if world > 1 and tcfg.deepspeed is None:
-        raise RelfmError("pretraining on more than one rank needs a DeepSpeed config (train.deepspeed)")
-    stage = int(((tcfg.deepspeed or {}).get("zero_optimization") or {}).get("stage", 0))
-    if stage > 2:
-        # episodes call the model's link head outside forward(), which ZeRO-3's parameter gathering
-        # does not see
-        raise RelfmError(f"pretrain config: train.deepspeed zero_optimization.stage {stage}: use 0, 1 or 2")
+    eval_eps: list[Episode] = []  # held-out episodes, on the device: only rank 0 evaluates
+    if rank == 0:
+        eval_entries = [open_database(n, pool_dir, cfg, text, ep_cfg) for n in eval_names]
+        rng = np.random.default_rng(cfg.seed + 7)
+        tries = 0
+        while len(eval_eps) < cfg.eval_episodes and tries < cfg.eval_episodes * 20:
+            tries += 1
+            e = make_episode(eval_entries[tries % len(eval_entries)], rng, ep_cfg)
+            if e is not None:
+                eval_eps.append(e.to(device))
     model = RelationalFM(model_cfg)
     model.to(device)
     trainer = Trainer(
@@ -284,12 +294,11 @@ def pretrain(
                 trainer.save({"producer_restarts": restarts})
             if progress is not None and rank == 0:
                 progress(trainer.step_num, tcfg.steps)
-            if trainer.step_num - last_eval >= cfg.eval_every and eval_eps:
+            if trainer.step_num - last_eval >= cfg.eval_every and eval_eps:  # rank 0
                 last_eval = trainer.step_num
-                if rank == 0:
-                    m = evaluate_episodes(model, [e.to(device) for e in eval_eps])
-                    if metrics is not None:
-                        metrics(trainer.step_num, m)
+                m = evaluate_episodes(model, eval_eps)
+                if metrics is not None:
+                    metrics(trainer.step_num, m)
     finally:
         worker.terminate()
         worker.join(timeout=10)
@@ -311,7 +320,7 @@ def pretrain(
                 "steps": trainer.step_num,
                 "databases": train_names,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "eval": evaluate_episodes(model, [e.to(device) for e in eval_eps]) if eval_eps else {},
+                "eval": evaluate_episodes(model, eval_eps) if eval_eps else {},
                 "world_size": world,
             },
             indent=1,

@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 from sklearn.linear_model import LinearRegression
 
-from relfm_core.finetune import FinetuneConfig, cap_rows
+from relfm_core.finetune import cap_rows
 from relfm_core.subgraph_aggregates import AggregateGroups
 from relfm_core.task_probe import ProbeData, ProbeSpec, TaskProbe, fit_task_probe
 
@@ -65,10 +65,10 @@ def test_cap_rows_keeps_the_latest_rows_or_a_random_sample() -> None:
     times = pd.date_range("2020-01-01", periods=10, freq="D")
     df = pd.DataFrame({"entity_row": np.arange(10), "anchor_time": times[::-1], "label": np.arange(10.0)})
     df.attrs["task_type"] = "regression"
-    latest = cap_rows(df, FinetuneConfig(max_train_rows=3))
+    latest = cap_rows(df, 3, "latest", 0)
     assert sorted(latest["anchor_time"]) == list(times[-3:])
     assert latest.attrs["task_type"] == "regression"
     assert list(latest.index) == sorted(latest.index)  # table order kept
-    sample = cap_rows(df, FinetuneConfig(max_train_rows=3, train_rows="random", seed=1))
+    sample = cap_rows(df, 3, "random", 1)
     assert len(sample) == 3
-    assert cap_rows(df, FinetuneConfig(max_train_rows=20)) is df
+    assert cap_rows(df, 20, "latest", 0) is df
