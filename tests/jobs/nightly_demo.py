@@ -1,6 +1,9 @@
-"""The demo nightly job, run once per test session and shared by the tests that need a finished night
-(test_cli_run's end-to-end checks and the Airflow DAG test), which carry `xdist_group("nightly-demo")` so
-they run in the same worker.
+"""The demo nightly job's first night, for the tests that need a finished night (test_cli_run's
+end-to-end checks and the Airflow DAG test).
+
+Each of those tests gets a night of its own: the end-to-end test checks the state right after the first
+night (one night's predictions, one nightly MLflow run), and the Airflow test runs the second night on
+top of it, so a shared night would make the outcome depend on which test ran first.
 
 The job is jobs/demo/nightly.yaml as shipped, lightened through the environment overrides it documents
 (the same code paths: a hashed text encoder instead of MiniLM, a smaller backtest sample), and run with
@@ -80,16 +83,16 @@ def demo_env(root: Path) -> dict[str, str]:
 _RUNS: dict[str, DemoRun] = {}
 
 
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """The first night of the demo job (from scratch), run once per session."""
-    if "demo" not in _RUNS:
-        root = tmp_path_factory.mktemp("nightly-demo")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, owner: str) -> DemoRun:
+    """The first night of the demo job (from scratch) in a folder of `owner`'s own, run once per owner."""
+    if owner not in _RUNS:
+        root = tmp_path_factory.mktemp(f"nightly-demo-{owner}")
         run = DemoRun(root, demo_env(root), subprocess.CompletedProcess([], 0), 0.0)
         t0 = time.perf_counter()
         run.first = run.relfm("run", str(DEMO_JOB), "--run-date", RUN_DATE, "--summary-json", "first.json")
         run.seconds = time.perf_counter() - t0
-        _RUNS["demo"] = run
-    return _RUNS["demo"]
+        _RUNS[owner] = run
+    return _RUNS[owner]
 
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]

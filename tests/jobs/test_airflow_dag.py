@@ -114,9 +114,8 @@ def airflow_python() -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("nightly-demo")
 def test_dag_loads_and_runs_the_demo_job(tmp_path_factory: pytest.TempPathFactory) -> None:
-    demo = demo_run(tmp_path_factory)
+    demo = demo_run(tmp_path_factory, "airflow")
     assert demo.first.returncode == 0, demo.first.stderr[-3000:]
     python = airflow_python()
     work = tmp_path_factory.mktemp("airflow")

@@ -172,9 +172,8 @@ def _files(root: Path) -> list[Path]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # three runs of the whole job; ~7 minutes on 2 idle cores
-@pytest.mark.xdist_group("nightly-demo")
 def test_demo_job_end_to_end(tmp_path_factory: pytest.TempPathFactory) -> None:
-    demo = demo_run(tmp_path_factory)
+    demo = demo_run(tmp_path_factory, "end-to-end")
     first = demo.first
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert statuses(first.stdout) == dict.fromkeys(STEPS, "done")
