@@ -12,10 +12,16 @@ their final order and deduplicated in a small per-seed hash set that stays in L1
 is walked the next seeds' walks are started in stages, each stage a few seeds ahead of the walk and using
 what the stage before it prefetched (a walk is a chain of dependent random reads, which the CPU cannot
 overlap by itself). The per-seed kernels get their arrays as borrowed views: numba would otherwise
-reference-count every array argument atomically on every call. Random choices come from a counter-based hash of (seed
-row, anchor, hop, edge, node, draw), so a seed's subgraph does not depend on which other seeds share its
-batch or how many workers split the work: the output is identical for a given `random_seed` whatever the
-batching.
+reference-count every array argument atomically on every call. Random choices come from a counter-based
+hash of (seed row, anchor, hop, edge, node, draw), so a seed's subgraph does not depend on which other seeds
+share its batch or how many workers split the work: the output is identical for a given `random_seed`
+whatever the batching.
+
+What a walk does not read, because it cannot change the output: the foreign key of a node back to the
+parent it was reached from (that parent is in the set already; on a users -> orders -> items walk this is
+a third of the random reads), and a CSR row's child count except at a shard's last row (the segment ends
+where the next row's begins, usually on the same cache line). Most of the walk's time is the address
+translation of its random reads (one page each), so reads left out count more than instructions saved.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from numba.extending import intrinsic
 
 from graph_engine.errors import RelfmError
 from graph_engine.shards.format import TIME_NULL, TIME_STATIC
+from graph_engine.shards.mapping import ALIGN
 from graph_engine.shards.reader import Graph
 
 NO_TIME = np.iinfo(np.int64).min  # rel_time of rows without a time (static tables)
@@ -293,6 +300,66 @@ def _visible_end_at(ctime: np.int64, lo: np.int64, hi: np.int64, anchor: np.int6
     return lo
 
 
+_SHARD_ROWS_MASK = ALIGN - 1  # rows_per_shard is a multiple of ALIGN (a power of two)
+
+
+@numba.njit(cache=True, inline="always")
+def _segment(start: np.int64, count: np.int64, nrows: np.int64, r: np.int64) -> tuple[np.int64, np.int64]:
+    """[lo, hi) of row r's children in the CSR at addresses (start, count). Within a shard the segments
+    are back to back, so hi is the next row's start, on the same cache line as r's seven times in
+    eight; only a shard's last row reads its count (shards are padded apart)."""
+    lo = _load(start, r)
+    if ((r + 1) & _SHARD_ROWS_MASK) != 0 and r + 1 < nrows:
+        return lo, _load(start, r + 1)
+    return lo, lo + _load(count, r)
+
+
+@numba.njit(cache=True, inline="always")
+def _prefetch_segment(start: np.int64, r: np.int64) -> None:
+    """Prefetches what _segment reads: start[r] and start[r + 1] (the count of a shard's last row is
+    left to the rare case)."""
+    _prefetch(start, r)
+    if ((start + 8 * r + 8) & 63) == 0:
+        _prefetch(start, r + 1)
+
+
+@numba.njit(cache=True, inline="always")
+def _want(buf: np.ndarray, k: int, base: np.int64, idx: np.int64) -> int:
+    """Queues a prefetch of the int64 at base + 8 * idx (see _pipeline: queued ones are issued together)."""
+    buf[k] = base + 8 * idx
+    return k + 1
+
+
+@numba.njit(cache=True, inline="always")
+def _want_lines(buf: np.ndarray, k: int, base: np.int64, lo: np.int64, hi: np.int64) -> int:
+    """Queues the int64s [lo, hi) at address `base`, one request per 64-byte line."""
+    if hi > lo:
+        for line in range((base + 8 * lo) >> 6, ((base + 8 * hi - 1) >> 6) + 1):
+            buf[k] = line << 6
+            k += 1
+    return k
+
+
+@numba.njit(cache=True, inline="always")
+def _want_next(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, row: np.int64) -> int:
+    """Queues the first read of each edge type that a node reached through edge type e (a seed of table
+    t: e = number of edge types + t) follows at the next hop: the plan lists them per e from nh_ptr[e]
+    in `nh` (both by address), as array addresses with the low bit set for a CSR."""
+    for j in range(_load(nh_ptr, e), _load(nh_ptr, e + 1)):
+        x = _load(nh, j)
+        if x & 1:
+            a = x - 1 + 8 * row
+            buf[k] = a
+            k += 1
+            if ((a + 8) & 63) == 0:
+                buf[k] = a + 8
+                k += 1
+        else:
+            buf[k] = x + 8 * row
+            k += 1
+    return k
+
+
 # How many seeds ahead each stage of _pipeline works: far enough for a load from memory to arrive before
 # the next stage (or the walk itself) needs it. The walk reads the seed's visible child ranges from the
 # ring, which holds the last _RING seeds' (more than _AHEAD_SEGMENT).
@@ -318,15 +385,22 @@ def _pipeline(
     addr: np.ndarray,
     alen: np.ndarray,
     uniform: bool,
-    ring_lo: np.ndarray,
-    ring_end: np.ndarray,
+    ring: np.ndarray,
+    nh_ptr: int,
+    nh: int,
+    buf: np.ndarray,
 ) -> None:
     """Software pipelining across seeds: the walk of one seed is a chain of dependent reads (row ->
     CSR segment -> children -> their foreign keys) that the CPU cannot overlap by itself, so while seed
     s is walked, each later link of the chains of the next seeds is requested, one stage per link, each
     stage a few seeds behind the one whose loads it consumes. The binary searches for the seed's own
     child ranges are done here once (stage 3) and kept in the ring for the walk; everything else is
-    prefetches and reads that do not change the output."""
+    prefetches and reads that do not change the output.
+
+    The prefetches are queued in `buf` and issued together at the end: on a page the TLB does not hold,
+    a prefetch holds up retirement until its page walk is done, so prefetches spread among other
+    instructions overlap only as far as the reorder window reaches, while back to back they all do."""
+    k = 0
     b = len(rows0)
     hops = fan.shape[0]
     eb, ee = tab_ptr[seed_tid], tab_ptr[seed_tid + 1]
@@ -336,13 +410,8 @@ def _pipeline(
     if s0 <= t < b:
         r = rows0[t]
         if stime_addr != 0:
-            _prefetch(stime_addr, r)
-        for ei in range(eb, ee):
-            e = tab_edges[ei]
-            o = e_off[e]
-            _prefetch(addr[o], r)
-            if e_kind[e] == 1:
-                _prefetch(addr[o + 1], r)
+            k = _want(buf, k, stime_addr, r)
+        k = _want_next(buf, k, nh_ptr, nh, len(e_kind) + seed_tid, r)
     # 2: the parent's time, or the child segment's times (whole when short, else the first probes)
     t = s + _AHEAD_SEGMENT
     if s0 <= t < b:
@@ -353,20 +422,18 @@ def _pipeline(
             if e_kind[e] == 0:
                 p = _load(addr[o], r)
                 if p >= 0 and alen[o + 1] > 0:
-                    _prefetch(addr[o + 1], p)
+                    k = _want(buf, k, addr[o + 1], p)
             else:
-                lo, c = _load(addr[o], r), _load(addr[o + 1], r)
+                lo, hi = _segment(addr[o], addr[o + 1], alen[o], r)
+                c = hi - lo
                 slot = (t & (_RING - 1)) * ne + (ei - eb)
-                ring_lo[slot], ring_end[slot] = lo, lo + c
+                ring[0, slot], ring[1, slot] = lo, hi
                 ctime = addr[o + 3]
                 if c <= _SHORT:
-                    for q in range(lo, lo + c, 8):
-                        _prefetch(ctime, q)
-                    if c > 0:
-                        _prefetch(ctime, lo + c - 1)
+                    k = _want_lines(buf, k, ctime, lo, lo + c)
                 else:
                     for probe in (lo + c // 2, lo + c // 4, lo + 3 * c // 4):
-                        _prefetch(ctime, probe)
+                        k = _want(buf, k, ctime, probe)
     # 3: the visible end of each child segment, and the children the walk will take
     t = s + _AHEAD_SEARCH
     if s0 <= t < b:
@@ -377,14 +444,11 @@ def _pipeline(
                 continue
             o = e_off[e]
             slot = (t & (_RING - 1)) * ne + (ei - eb)
-            lo = ring_lo[slot]
-            end = _visible_end_at(addr[o + 3], lo, ring_end[slot], a)
-            ring_end[slot] = end
+            lo = ring[0, slot]
+            end = _visible_end_at(addr[o + 3], lo, ring[1, slot], a)
+            ring[1, slot] = end
             if not uniform and hops > 0 and fan[0, e] > 0 and end > lo:
-                first = max(lo, end - fan[0, e])
-                for q in range(first, end, 8):
-                    _prefetch(addr[o + 2], q)
-                _prefetch(addr[o + 2], end - 1)
+                k = _want_lines(buf, k, addr[o + 2], max(lo, end - fan[0, e]), end)
     # 4: the first reads of the seed's parents' and taken children's own edge types (for the next hop)
     t = s + _AHEAD_CHILDREN
     if not uniform and hops > 1 and s0 <= t < b:
@@ -394,27 +458,17 @@ def _pipeline(
             if e_kind[e] == 0:
                 p = _load(addr[o], rows0[t])
                 if p >= 0:
-                    d = e_dst[e]
-                    for ej in range(tab_ptr[d], tab_ptr[d + 1]):
-                        e2 = tab_edges[ej]
-                        _prefetch(addr[e_off[e2]], p)
-                        if e_kind[e2] == 1:
-                            _prefetch(addr[e_off[e2] + 1], p)
+                    k = _want_next(buf, k, nh_ptr, nh, e, p)
                 continue
             if fan[0, e] <= 0:
                 continue
             slot = (t & (_RING - 1)) * ne + (ei - eb)
-            lo, end = ring_lo[slot], ring_end[slot]
-            first = max(lo, end - fan[0, e])
-            d = e_dst[e]
+            lo, end = ring[0, slot], ring[1, slot]
             child = addr[o + 2]
-            for q in range(first, end):
-                c = _load(child, q)
-                for ej in range(tab_ptr[d], tab_ptr[d + 1]):
-                    e2 = tab_edges[ej]
-                    _prefetch(addr[e_off[e2]], c)
-                    if e_kind[e2] == 1:
-                        _prefetch(addr[e_off[e2] + 1], c)
+            for q in range(max(lo, end - fan[0, e]), end):
+                k = _want_next(buf, k, nh_ptr, nh, e, _load(child, q))
+    for j in range(k):
+        _prefetch(buf[j], 0)
 
 
 @numba.njit(cache=True, inline="always")
@@ -435,6 +489,7 @@ def _insert(seen: np.ndarray, shift: np.uint64, mask: np.int64, stamp: np.int64,
 
 
 _NO_ROOM, _SET_FULL = -1, -2  # what _walk_seed returns when the seed does not fit
+_BAD_ROW = -3  # what _sample_part stops with when a seed row is out of range
 
 
 @numba.njit(cache=True, inline="always")
@@ -467,8 +522,8 @@ def _walk_seed(
     bits: int,
     stamp: np.int64,
     chosen: np.ndarray,
-    ring_lo: np.ndarray,
-    ring_end: np.ndarray,
+    ring: np.ndarray,
+    runs: np.ndarray,
 ) -> int:
     """Writes seed s's nodes from position n on, in their final order (hop, then table, then edge type,
     then frontier node, then child) with parent slots local to the seed; returns the new node count, or
@@ -492,26 +547,39 @@ def _walk_seed(
     otable[n], orow[n], ohop[n], opar[n], oedge[n], orel[n] = seed_tid, r0, 0, -1, -1, rel0
     n += 1
     _insert(seen, shift, mask, stamp, (np.int64(seed_tid) << np.int64(48)) | r0)
-    hs, he = base, n
+    # the frontier as runs of nodes reached through one edge type (one run per edge type that added
+    # nodes at the last hop), so that each edge type visits only its own table's nodes; two halves of
+    # `stride` runs
+    stride = len(e_kind) + 1
+    run_lo, run_hi, run_tab, run_edge = runs[0], runs[1], runs[2], runs[3]
+    cur, nr = 0, 1
+    run_lo[0], run_hi[0], run_tab[0], run_edge[0] = base, n, seed_tid, -1
     for hop in range(hops):
         if n - base >= max_nodes:
             break
         if ahead and (hop > 1 or (hop == 1 and uniform)):
             # the frontier's first reads of every edge type, all requested before any is needed (those
             # of the seed and, for "recent", of the nodes of hop 1 were, by _pipeline)
-            for g in range(hs, he):
+            for g in range(run_lo[cur], run_hi[cur + nr - 1]):
                 t, r = otable[g], orow[g]
                 for ei in range(tab_ptr[t], tab_ptr[t + 1]):
                     e = tab_edges[ei]
-                    _prefetch(addr[e_off[e]], r)
+                    if e == oedge[g] ^ 1 and e_kind[e] == 0:  # the link back: never read (below)
+                        continue
                     if e_kind[e] == 1:
-                        _prefetch(addr[e_off[e] + 1], r)
+                        _prefetch_segment(addr[e_off[e]], r)
+                    else:
+                        _prefetch(addr[e_off[e]], r)
+        nxt, made = stride - cur, 0
         for t in range(ntab):
             if tab_ptr[t] == tab_ptr[t + 1]:
                 continue
             in_front = 0
-            for g in range(hs, he):
-                in_front += otable[g] == t
+            for q in range(cur, cur + nr):
+                if run_tab[q] == t:
+                    in_front += run_hi[q] - run_lo[q]
+            if in_front == 0:
+                continue
             for ei in range(tab_ptr[t], tab_ptr[t + 1]):
                 e = tab_edges[ei]
                 o = e_off[e]
@@ -526,61 +594,70 @@ def _walk_seed(
                     return _NO_ROOM
                 if 2 * (n - base + need) > (1 << bits):  # the set stays at most half full
                     return _SET_FULL
+                first = n
                 if e_kind[e] == 0:
                     fk, ptime = addr[o], addr[o + 1]
                     has_time = alen[o + 1] > 0
-                    for g in range(hs, he):
-                        if otable[g] != t:
+                    for q in range(cur, cur + nr):
+                        # nodes reached from their parent through this foreign key (edge e ^ 1) link
+                        # back to that parent, which is in the set already: not read
+                        if run_tab[q] != t or run_edge[q] == e ^ 1:
                             continue
-                        p = _load(fk, orow[g])
-                        if p < 0:
-                            continue
-                        rel = NO_TIME
-                        if has_time:
-                            tp = _load(ptime, p)
-                            if tp != TIME_STATIC:
-                                if tp > a:  # a later parent, or one with a null time
-                                    continue
-                                rel = a - tp
-                        if n - base >= max_nodes:
-                            break
-                        if _insert(seen, shift, mask, stamp, key_hi | p):
-                            otable[n], orow[n], ohop[n] = e_dst[e], p, hop + 1
-                            opar[n], oedge[n], orel[n] = g - base, e, rel
-                            n += 1
+                        for g in range(run_lo[q], run_hi[q]):
+                            p = _load(fk, orow[g])
+                            if p < 0:
+                                continue
+                            rel = NO_TIME
+                            if has_time:
+                                tp = _load(ptime, p)
+                                if tp != TIME_STATIC:
+                                    if tp > a:  # a later parent, or one with a null time
+                                        continue
+                                    rel = a - tp
+                            if n - base >= max_nodes:
+                                break
+                            if _insert(seen, shift, mask, stamp, key_hi | p):
+                                otable[n], orow[n], ohop[n] = e_dst[e], p, hop + 1
+                                opar[n], oedge[n], orel[n] = g - base, e, rel
+                                n += 1
                 else:
                     k = fan[hop, e]
                     salt = salts[hop, e]
                     start, count, child, ctime = addr[o], addr[o + 1], addr[o + 2], addr[o + 3]
-                    for g in range(hs, he):
-                        if otable[g] != t:
+                    for qq in range(cur, cur + nr):
+                        if run_tab[qq] != t:
                             continue
-                        r = orow[g]
-                        if ahead and hop == 0:  # found by _pipeline
-                            slot = (s & (_RING - 1)) * (tab_ptr[t + 1] - tab_ptr[t]) + (ei - tab_ptr[t])
-                            lo, end = ring_lo[slot], ring_end[slot]
-                        else:
-                            lo = _load(start, r)
-                            end = _visible_end_at(ctime, lo, lo + _load(count, r), a)
-                        m = end - lo
-                        take = min(k, m)
-                        if take <= 0:
-                            continue
-                        if uniform:
-                            _pick(chosen, take, m, uniform, r0, a, r, salt)
-                        for q in range(take):
-                            if n - base >= max_nodes:
-                                break
-                            pos = end - 1 - (chosen[q] if uniform else q)
-                            c = _load(child, pos)
-                            if _insert(seen, shift, mask, stamp, key_hi | c):
-                                tc = _load(ctime, pos)
-                                otable[n], orow[n], ohop[n] = e_dst[e], c, hop + 1
-                                opar[n], oedge[n] = g - base, e
-                                orel[n] = NO_TIME if tc == TIME_STATIC else a - tc
-                                n += 1
-        hs, he = he, n
-        if hs == he:
+                        for g in range(run_lo[qq], run_hi[qq]):
+                            r = orow[g]
+                            if ahead and hop == 0:  # found by _pipeline
+                                slot = (s & (_RING - 1)) * (tab_ptr[t + 1] - tab_ptr[t]) + (ei - tab_ptr[t])
+                                lo, end = ring[0, slot], ring[1, slot]
+                            else:
+                                lo, hi = _segment(start, count, alen[o], r)
+                                end = _visible_end_at(ctime, lo, hi, a)
+                            m = end - lo
+                            take = min(k, m)
+                            if take <= 0:
+                                continue
+                            if uniform:
+                                _pick(chosen, take, m, uniform, r0, a, r, salt)
+                            for q in range(take):
+                                if n - base >= max_nodes:
+                                    break
+                                pos = end - 1 - (chosen[q] if uniform else q)
+                                c = _load(child, pos)
+                                if _insert(seen, shift, mask, stamp, key_hi | c):
+                                    tc = _load(ctime, pos)
+                                    otable[n], orow[n], ohop[n] = e_dst[e], c, hop + 1
+                                    opar[n], oedge[n] = g - base, e
+                                    orel[n] = NO_TIME if tc == TIME_STATIC else a - tc
+                                    n += 1
+                if n > first:
+                    run_lo[nxt + made], run_hi[nxt + made] = first, n
+                    run_tab[nxt + made], run_edge[nxt + made] = e_dst[e], e
+                    made += 1
+        cur, nr = nxt, made
+        if nr == 0:
             break
     return n
 
@@ -613,6 +690,9 @@ def _sample_part(
     kmax: int,
     cap: int,
     bits: int,
+    nrows: int,
+    nh_ptr: int,
+    nh: int,
 ) -> tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Walks seeds s0, s0 + 1, ... of the batch (see _walk_seed) into new arrays for `cap` nodes, until
     done or a seed does not fit. Returns (next seed, nodes written, 0 or why it stopped, seed pointers
@@ -623,6 +703,11 @@ def _sample_part(
     Edge type e reads the arrays at addr[e_off[e]:] (lengths in alen): (fk, parent time) for e_kind 0
     (to parent), (start, count, child, time) of the CSR for e_kind 1 (to children)."""
     b = len(rows0)
+    for s in range(s0, b):  # checked here: two NumPy reductions cost more than the loop
+        if rows0[s] < 0 or rows0[s] >= nrows:
+            e64 = np.empty(0, np.int64)
+            e16, e8, e32 = np.empty(0, np.int16), np.empty(0, np.int8), np.empty(0, np.int32)
+            return s, 0, _BAD_ROW, e64, e16, e64, e8, e32, e16, e64
     ptr = np.empty(b - s0 + 1, dtype=np.int64)
     ptr[0] = n_off
     otable, orow, ohop = np.empty(cap, np.int16), np.empty(cap, np.int64), np.empty(cap, np.int8)
@@ -630,7 +715,8 @@ def _sample_part(
     seen = np.zeros(2 << bits, dtype=np.int64)
     chosen = np.empty(max(kmax, 1), dtype=np.int64)
     ne = tab_ptr[seed_tid + 1] - tab_ptr[seed_tid]
-    ring_lo, ring_end = np.empty(_RING * ne, np.int64), np.empty(_RING * ne, np.int64)
+    ring = np.empty((2, _RING * ne), np.int64)  # lo and visible end of the seeds' child ranges
+    runs = np.empty((4, 2 * len(e_kind) + 2), np.int64)  # lo, hi, table, edge of the frontier's runs
     stime_addr = np.int64(stime.ctypes.data) if len(stime) > 0 else np.int64(0)
     # the per-seed kernels get borrowed views (see _borrow); the arrays above keep the memory alive
     rows0, anchors, stime, tab_ptr, tab_edges = (
@@ -657,7 +743,14 @@ def _sample_part(
         _borrow(oedge),
         _borrow(orel),
     )
-    vseen, vchosen, vring_lo, vring_end = _borrow(seen), _borrow(chosen), _borrow(ring_lo), _borrow(ring_end)
+    vseen, vchosen, vring = _borrow(seen), _borrow(chosen), _borrow(ring)
+    vruns = _borrow(runs)
+    # queued prefetches of one _pipeline step, per edge type of the seed's table: stage 1 at most 2 (a
+    # CSR's start may span two lines) and the seed's time, stage 2 at most 5 lines, stage 3 the lines of
+    # up to kmax children, stage 4 at most 2 per edge type of the parent or of each of kmax children
+    nall = len(e_kind)
+    buf = np.empty(1 + ne * (2 + 5 + (kmax // 8 + 2) + 2 * nall * (kmax + 1)), np.int64)
+    vbuf = _borrow(buf)
     n, s_end, stop = 0, b, 0
     for s in range(s0 - _AHEAD_ROW if ahead else s0, b):  # the first steps only fill the pipeline
         if ahead:
@@ -677,8 +770,10 @@ def _sample_part(
                 addr,
                 alen,
                 uniform,
-                vring_lo,
-                vring_end,
+                vring,
+                nh_ptr,
+                nh,
+                vbuf,
             )
         if s < s0:
             continue
@@ -711,8 +806,8 @@ def _sample_part(
             bits,
             np.int64(s + 1),  # a fresh, empty set for each seed
             vchosen,
-            vring_lo,
-            vring_end,
+            vring,
+            vruns,
         )
         if got < 0:
             s_end, stop = s, got
@@ -721,8 +816,33 @@ def _sample_part(
         ptr[s - s0 + 1] = n_off + n
     # the scratch arrays were used only through borrowed views: numba would free them after their last
     # use, so they are used once more here
-    _keep_alive(seen, chosen, ring_lo, ring_end)
-    return s_end, n, stop, ptr[: s_end - s0 + 1], otable, orow, ohop, opar, oedge, orel
+    _keep_alive(seen, chosen, ring, runs)
+    _keep_alive(buf, buf, buf, buf)
+    if cap - n > n // 2 + 64:  # copies, rather than views keeping much unused memory alive
+        return (
+            s_end,
+            n,
+            stop,
+            ptr[: s_end - s0 + 1],
+            otable[:n].copy(),
+            orow[:n].copy(),
+            ohop[:n].copy(),
+            opar[:n].copy(),
+            oedge[:n].copy(),
+            orel[:n].copy(),
+        )
+    return (
+        s_end,
+        n,
+        stop,
+        ptr[: s_end - s0 + 1],
+        otable[:n],
+        orow[:n],
+        ohop[:n],
+        opar[:n],
+        oedge[:n],
+        orel[:n],
+    )
 
 
 def _readonly_i64(a: np.ndarray) -> np.ndarray:
@@ -731,18 +851,6 @@ def _readonly_i64(a: np.ndarray) -> np.ndarray:
     v = np.ascontiguousarray(a, dtype=np.int64).view(np.ndarray)
     v.flags.writeable = False
     return v
-
-
-def _buffers(cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Output arrays for `cap` nodes: table, row, hop, parent slot, edge, rel time."""
-    return (
-        np.empty(cap, np.int16),
-        np.empty(cap, np.int64),
-        np.empty(cap, np.int8),
-        np.empty(cap, np.int32),
-        np.empty(cap, np.int16),
-        np.empty(cap, np.int64),
-    )
 
 
 @dataclass(frozen=True)
@@ -760,6 +868,11 @@ class _Plan:
     addr: np.ndarray
     alen: np.ndarray
     kmax: int
+    # per edge type e, then per seed table: the arrays whose first read a node reached through e (or a
+    # seed) needs at the next hop, by address, low bit set for a CSR; the link back to the node's
+    # parent through the same foreign key is left out (see _walk_seed)
+    next_ptr: np.ndarray
+    next_reads: np.ndarray
     times: dict[str, np.ndarray]  # row times of each table (empty: static), as plain int64 arrays
 
 
@@ -773,6 +886,7 @@ class TemporalSampler:
         self.table_names = list(graph.table_names)
         self.table_id = {t: i for i, t in enumerate(self.table_names)}
         self.edge_types: list[EdgeType] = []
+        # in pairs, 2i to the parent and 2i + 1 back: the kernel finds an edge type's reverse as e ^ 1
         for child, fk, parent in graph.schema.edges():
             self.edge_types.append(EdgeType(len(self.edge_types), child, fk, parent, True))
             self.edge_types.append(EdgeType(len(self.edge_types), child, fk, parent, False))
@@ -827,6 +941,16 @@ class TemporalSampler:
             dtype=np.uint64,
         )
         ro = [_readonly_i64(a) for a in arrs]
+        first_read = [ro[off[e.index]].ctypes.data | (0 if e.to_parent else 1) for e in self.edge_types]
+        assert all(ro[o].ctypes.data % 8 == 0 for o in off)  # int64 arrays: the low bit is free
+        lists = [
+            [
+                first_read[x.index]
+                for x in self._out_edges[e.dst]
+                if not (x.to_parent and x.index == e.index ^ 1)
+            ]
+            for e in self.edge_types
+        ] + [[first_read[x.index] for x in self._out_edges[t]] for t in self.table_names]
         self._plan = _Plan(
             tab_ptr=tab_ptr.astype(np.int64),
             tab_edges=np.array(tab_edges, np.int64),
@@ -839,6 +963,8 @@ class TemporalSampler:
             addr=np.array([a.ctypes.data for a in ro], dtype=np.int64),
             alen=np.array([len(a) for a in ro], dtype=np.int64),
             kmax=max(int(fan.max(initial=1)), 1),
+            next_ptr=np.cumsum([0] + [len(x) for x in lists]).astype(np.int64),
+            next_reads=np.array([x for lst in lists for x in lst] + [0], np.int64),
             times={t: _readonly_i64(self._time(t)) for t in self.table_names},
         )
         return self._plan
@@ -853,11 +979,7 @@ class TemporalSampler:
         b = len(rows0)
         if len(anchors) != b:
             raise RelfmError(f"sampler: {b} seed rows but {len(anchors)} anchor times")
-        tab = self.graph.table(seed_table)
-        if b and (rows0.min() < 0 or rows0.max() >= tab.num_rows):
-            raise RelfmError(
-                f"sampler: seed rows out of range for table '{seed_table}' ({tab.num_rows} rows)"
-            )
+        tab = self.graph.table(seed_table)  # an unknown table: a one-line error
         plan = self._get_plan()
         cap = int(b * self._nodes_per_seed * 1.25) + 64
         bits = 8
@@ -887,11 +1009,17 @@ class TemporalSampler:
                 plan.kmax,
                 cap,
                 bits,
+                tab.num_rows,
+                plan.next_ptr.ctypes.data,
+                plan.next_reads.ctypes.data,
             )
+            if stop == _BAD_ROW:
+                raise RelfmError(
+                    f"sampler: seed row {rows0[s_next]} (batch position {s_next}) is out of range for "
+                    f"table '{seed_table}' ({tab.num_rows} rows)"
+                )
             ptrs.append(ptr if not ptrs else ptr[1:])
-            # views of the kernel's arrays; copied when the slack would keep much unused memory alive
-            keep = cap - got <= got // 2 + 64
-            parts.append([a[:got] if keep else a[:got].copy() for a in arrays])
+            parts.append(arrays)
             n += got
             if stop == 0:
                 break

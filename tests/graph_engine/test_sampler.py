@@ -321,7 +321,7 @@ def test_bad_input_is_a_one_line_error(small: RandomGraph) -> None:
     s = TemporalSampler(g)
     one = np.array([0], np.int64)
     assert _one_line_error(s.sample, "t1", np.array([200]), one) == (
-        "sampler: seed rows out of range for table 't1' (200 rows)"
+        "sampler: seed row 200 (batch position 0) is out of range for table 't1' (200 rows)"
     )
     assert "out of range" in _one_line_error(s.sample, "t1", np.array([-1]), one)
     assert _one_line_error(s.sample, "t1", np.array([0, 1]), one) == "sampler: 2 seed rows but 1 anchor times"

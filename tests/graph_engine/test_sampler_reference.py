@@ -4,12 +4,14 @@ batching. The fused per-seed kernel that replaced it (for speed) must not change
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sampler_graphs import GraphPlan, RandomGraph, graph_plans, name
+from sampler_graphs import GraphPlan, RandomGraph, TablePlan, graph_plans, name
 from test_sampler import BIG, _build, make_query
 
 from graph_engine.errors import RelfmError
@@ -362,3 +364,34 @@ def test_large_fanouts_grow_the_buffers_and_the_seed_set(tmp_path: object) -> No
             s._ahead = False  # without the prefetching, which must not change anything either
             assert_same(s.sample(name(0), rows, anchors), got)
     assert got.num_nodes == len(rows)  # no hops: the seeds alone
+
+
+def test_child_ranges_at_a_shard_boundary_of_the_parent(tmp_path: Path) -> None:
+    """A parent table of two shards: the walk reads a row's child range as [start of the row, start of
+    the next row) except at a shard's last row and the table's last row, where the segments are padded
+    apart or there is no next row, and reads the count there."""
+    plan = GraphPlan(
+        (TablePlan(70_000, False, True, ()), TablePlan(200_000, False, True, (0,))),
+        seed=5,
+        time_span=5_000,
+        null_time_pct=10,
+        missing_pct=10,
+    )
+    rg = RandomGraph(plan, tmp_path)
+    parent = rg.graph[name(0)]
+    csr = parent.csr(name(1), "fk0")
+    assert len(parent.meta["arrays"][f"rev.{name(1)}.fk0.start"]["files"]) == 2
+    edge_rows = [65_534, 65_535, 65_536, 69_999]
+    assert all(csr.count[r] > 0 for r in edge_rows)
+    assert csr.start[65_536] > csr.start[65_535] + csr.count[65_535]  # padded apart
+    rows = np.array(edge_rows * 2 + list(range(65_500, 65_600)), np.int64)
+    anchors = np.full(len(rows), 5_000 * 10**9)
+    for table, seeds in ((name(0), rows), (name(1), np.arange(0, 200_000, 997))):
+        for strategy in ("recent", "uniform"):
+            cfg = SamplerConfig((4, 3), strategy=strategy, max_nodes=10**6)  # type: ignore[arg-type]
+            s = TemporalSampler(rg.graph, cfg)
+            a = np.resize(anchors, len(seeds))
+            got = s.sample(table, seeds, a)
+            assert_same(got, reference_sample(s, table, seeds, a))
+            s._ahead = False
+            assert_same(s.sample(table, seeds, a), got)
