@@ -17,11 +17,14 @@ hash of (seed row, anchor, hop, edge, node, draw), so a seed's subgraph does not
 share its batch or how many workers split the work: the output is identical for a given `random_seed`
 whatever the batching.
 
-What a walk does not read, because it cannot change the output: the foreign key of a node back to the
-parent it was reached from (that parent is in the set already; on a users -> orders -> items walk this is
-a third of the random reads), and a CSR row's child count except at a shard's last row (the segment ends
-where the next row's begins, usually on the same cache line). Most of the walk's time is the address
-translation of its random reads (one page each), so reads left out count more than instructions saved.
+Most of a walk's time is the address translation of its random reads (a page each, as a rule), so reads
+left out count for more than instructions saved:
+  * a node's foreign key back to the parent it was reached from is not read (that parent is in the set
+    already; on users -> orders -> items this was a third of the random reads);
+  * a node reached through a CSR reads its other foreign keys where the graph stores them beside the
+    CSR's children (format version 2): one line per eight children instead of one page per child;
+  * a CSR row's range ends where the next row's begins, usually on the same cache line; its count is read
+    only at a shard's last row.
 """
 
 from __future__ import annotations
@@ -340,15 +343,27 @@ def _want_lines(buf: np.ndarray, k: int, base: np.int64, lo: np.int64, hi: np.in
     return k
 
 
+_NEXT_CSR, _NEXT_BESIDE = 1, 2  # the kinds of next reads (see _Plan.next_reads)
+
+
 @numba.njit(cache=True, inline="always")
-def _want_next(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, row: np.int64) -> int:
+def _want_next(
+    buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, row: np.int64, pos: int, first: int
+) -> int:
     """Queues the first read of each edge type that a node reached through edge type e (a seed of table
     t: e = number of edge types + t) follows at the next hop: the plan lists them per e from nh_ptr[e]
-    in `nh` (both by address), as array addresses with the low bit set for a CSR."""
+    in `nh` (both by address), as array addresses tagged in their low bits (see _Plan.next_reads). A
+    node reached through a CSR is at position `pos` of it; what is stored beside the children is queued
+    once per line from position `first` on."""
     for j in range(_load(nh_ptr, e), _load(nh_ptr, e + 1)):
         x = _load(nh, j)
-        if x & 1:
-            a = x - 1 + 8 * row
+        if x & _NEXT_BESIDE:
+            a = x - _NEXT_BESIDE + 8 * pos
+            if pos == first or (a & 63) == 0:
+                buf[k] = a
+                k += 1
+        elif x & _NEXT_CSR:
+            a = x - _NEXT_CSR + 8 * row
             buf[k] = a
             k += 1
             if ((a + 8) & 63) == 0:
@@ -411,7 +426,7 @@ def _pipeline(
         r = rows0[t]
         if stime_addr != 0:
             k = _want(buf, k, stime_addr, r)
-        k = _want_next(buf, k, nh_ptr, nh, len(e_kind) + seed_tid, r)
+        k = _want_next(buf, k, nh_ptr, nh, len(e_kind) + seed_tid, r, -1, -1)
     # 2: the parent's time, or the child segment's times (whole when short, else the first probes)
     t = s + _AHEAD_SEGMENT
     if s0 <= t < b:
@@ -458,15 +473,16 @@ def _pipeline(
             if e_kind[e] == 0:
                 p = _load(addr[o], rows0[t])
                 if p >= 0:
-                    k = _want_next(buf, k, nh_ptr, nh, e, p)
+                    k = _want_next(buf, k, nh_ptr, nh, e, p, -1, -1)
                 continue
             if fan[0, e] <= 0:
                 continue
             slot = (t & (_RING - 1)) * ne + (ei - eb)
             lo, end = ring[0, slot], ring[1, slot]
             child = addr[o + 2]
-            for q in range(max(lo, end - fan[0, e]), end):
-                k = _want_next(buf, k, nh_ptr, nh, e, _load(child, q))
+            first = max(lo, end - fan[0, e])
+            for q in range(first, end):
+                k = _want_next(buf, k, nh_ptr, nh, e, _load(child, q), q, first)
     for j in range(k):
         _prefetch(buf[j], 0)
 
@@ -530,6 +546,9 @@ def _walk_seed(
     _NO_ROOM / _SET_FULL when the output arrays or the seed's set could overflow (the caller grows them
     and walks the seed again: the walk is deterministic)."""
     cap = len(orow)
+    # seen's tail: the CSR position of each of the seed's nodes reached through a CSR (by local index),
+    # where the foreign keys stored beside the children are read
+    spos = seen[2 << bits :]
     shift = np.uint64(64 - bits)
     mask = np.int64((1 << bits) - 1)
     hops = fan.shape[0]
@@ -561,15 +580,17 @@ def _walk_seed(
             # the frontier's first reads of every edge type, all requested before any is needed (those
             # of the seed and, for "recent", of the nodes of hop 1 were, by _pipeline)
             for g in range(run_lo[cur], run_hi[cur + nr - 1]):
-                t, r = otable[g], orow[g]
+                t, r, src = otable[g], orow[g], oedge[g]
                 for ei in range(tab_ptr[t], tab_ptr[t + 1]):
                     e = tab_edges[ei]
-                    if e == oedge[g] ^ 1 and e_kind[e] == 0:  # the link back: never read (below)
-                        continue
                     if e_kind[e] == 1:
                         _prefetch_segment(addr[e_off[e]], r)
-                    else:
-                        _prefetch(addr[e_off[e]], r)
+                    elif e != src ^ 1:  # the link back is never read (below)
+                        beside = 0 if src < 0 or e_kind[src] == 0 else addr[e_off[src] + 4 + ei - tab_ptr[t]]
+                        if beside != 0:
+                            _prefetch(beside, spos[g - base])
+                        else:
+                            _prefetch(addr[e_off[e]], r)
         nxt, made = stride - cur, 0
         for t in range(ntab):
             if tab_ptr[t] == tab_ptr[t + 1]:
@@ -603,8 +624,11 @@ def _walk_seed(
                         # back to that parent, which is in the set already: not read
                         if run_tab[q] != t or run_edge[q] == e ^ 1:
                             continue
+                        # nodes reached through a CSR that stores this key beside its children
+                        src = run_edge[q]
+                        beside = 0 if src < 0 or e_kind[src] == 0 else addr[e_off[src] + 4 + ei - tab_ptr[t]]
                         for g in range(run_lo[q], run_hi[q]):
-                            p = _load(fk, orow[g])
+                            p = _load(beside, spos[g - base]) if beside != 0 else _load(fk, orow[g])
                             if p < 0:
                                 continue
                             rel = NO_TIME
@@ -648,6 +672,7 @@ def _walk_seed(
                                 c = _load(child, pos)
                                 if _insert(seen, shift, mask, stamp, key_hi | c):
                                     tc = _load(ctime, pos)
+                                    spos[n - base] = pos
                                     otable[n], orow[n], ohop[n] = e_dst[e], c, hop + 1
                                     opar[n], oedge[n] = g - base, e
                                     orel[n] = NO_TIME if tc == TIME_STATIC else a - tc
@@ -712,7 +737,7 @@ def _sample_part(
     ptr[0] = n_off
     otable, orow, ohop = np.empty(cap, np.int16), np.empty(cap, np.int64), np.empty(cap, np.int8)
     opar, oedge, orel = np.empty(cap, np.int32), np.empty(cap, np.int16), np.empty(cap, np.int64)
-    seen = np.zeros(2 << bits, dtype=np.int64)
+    seen = np.zeros(3 << bits, dtype=np.int64)  # the seed's set, then its nodes' CSR positions
     chosen = np.empty(max(kmax, 1), dtype=np.int64)
     ne = tab_ptr[seed_tid + 1] - tab_ptr[seed_tid]
     ring = np.empty((2, _RING * ne), np.int64)  # lo and visible end of the seeds' child ranges
@@ -869,10 +894,13 @@ class _Plan:
     alen: np.ndarray
     kmax: int
     # per edge type e, then per seed table: the arrays whose first read a node reached through e (or a
-    # seed) needs at the next hop, by address, low bit set for a CSR; the link back to the node's
-    # parent through the same foreign key is left out (see _walk_seed)
+    # seed) needs at the next hop, by address, tagged in the low bits (0 a foreign key at the row,
+    # _NEXT_CSR a CSR's start at the row, _NEXT_BESIDE a foreign key stored beside the children of the
+    # CSR the node came through, at its position); the link back to the node's parent through the same
+    # foreign key is left out (see _walk_seed)
     next_ptr: np.ndarray
     next_reads: np.ndarray
+    next_addr: tuple[int, int]  # their addresses (`.ctypes.data` takes 2 µs, per call of the kernel)
     times: dict[str, np.ndarray]  # row times of each table (empty: static), as plain int64 arrays
 
 
@@ -917,7 +945,7 @@ class TemporalSampler:
         if self._plan is not None:
             return self._plan
         cfg = self.cfg
-        arrs: list[np.ndarray] = []
+        arrs: list[np.ndarray | None] = []
         kind, dst, off = [], [], []
         for e in self.edge_types:
             off.append(len(arrs))
@@ -929,6 +957,14 @@ class TemporalSampler:
                 kind.append(1)
                 csr = self.graph.table(e.parent).csr(e.child, e.fk)
                 arrs += [csr.start, csr.count, csr.child, csr.time]
+                # then, per edge type of the child table, its parent rows stored beside the children
+                # (format version 2), where it is another foreign key: read at the CSR position
+                arrs += [
+                    self.graph.table(e.parent).csr_fk(e.child, e.fk, x.fk)
+                    if x.to_parent and x.index != e.index ^ 1
+                    else None
+                    for x in self._out_edges[e.child]
+                ]
         tab_edges = [e.index for t in self.table_names for e in self._out_edges[t]]
         tab_ptr = np.cumsum([0] + [len(self._out_edges[t]) for t in self.table_names])
         ne = len(self.edge_types)
@@ -940,17 +976,24 @@ class TemporalSampler:
             ],
             dtype=np.uint64,
         )
-        ro = [_readonly_i64(a) for a in arrs]
-        first_read = [ro[off[e.index]].ctypes.data | (0 if e.to_parent else 1) for e in self.edge_types]
-        assert all(ro[o].ctypes.data % 8 == 0 for o in off)  # int64 arrays: the low bit is free
+        ro = [_EMPTY_I64 if a is None else _readonly_i64(a) for a in arrs]
+        addr = np.array([0 if a is None else r.ctypes.data for a, r in zip(arrs, ro, strict=True)], np.int64)
+        assert not (addr & 7).any()  # int64 arrays: the low bits are free for the read's kind
+        # the next reads, tagged by their low bits: 0 a foreign key at the row, 1 a CSR's start at the
+        # row, 2 a foreign key stored beside the children, at the CSR position
+        first_read = [int(addr[off[e.index]]) | (0 if e.to_parent else _NEXT_CSR) for e in self.edge_types]
         lists = [
             [
-                first_read[x.index]
-                for x in self._out_edges[e.dst]
+                int(addr[off[e.index] + 4 + j]) | _NEXT_BESIDE
+                if not e.to_parent and addr[off[e.index] + 4 + j]
+                else first_read[x.index]
+                for j, x in enumerate(self._out_edges[e.dst])
                 if not (x.to_parent and x.index == e.index ^ 1)
             ]
             for e in self.edge_types
         ] + [[first_read[x.index] for x in self._out_edges[t]] for t in self.table_names]
+        next_ptr = np.cumsum([0] + [len(x) for x in lists]).astype(np.int64)
+        next_reads = np.array([x for lst in lists for x in lst] + [0], np.int64)
         self._plan = _Plan(
             tab_ptr=tab_ptr.astype(np.int64),
             tab_edges=np.array(tab_edges, np.int64),
@@ -960,11 +1003,12 @@ class TemporalSampler:
             fan=fan.reshape(cfg.hops, ne),
             salts=salts.reshape(cfg.hops, ne),
             arrs=tuple(ro),
-            addr=np.array([a.ctypes.data for a in ro], dtype=np.int64),
+            addr=addr,
             alen=np.array([len(a) for a in ro], dtype=np.int64),
             kmax=max(int(fan.max(initial=1)), 1),
-            next_ptr=np.cumsum([0] + [len(x) for x in lists]).astype(np.int64),
-            next_reads=np.array([x for lst in lists for x in lst] + [0], np.int64),
+            next_ptr=next_ptr,
+            next_reads=next_reads,
+            next_addr=(next_ptr.ctypes.data, next_reads.ctypes.data),
             times={t: _readonly_i64(self._time(t)) for t in self.table_names},
         )
         return self._plan
@@ -1010,8 +1054,8 @@ class TemporalSampler:
                 cap,
                 bits,
                 tab.num_rows,
-                plan.next_ptr.ctypes.data,
-                plan.next_reads.ctypes.data,
+                plan.next_addr[0],
+                plan.next_addr[1],
             )
             if stop == _BAD_ROW:
                 raise RelfmError(

@@ -36,6 +36,11 @@ multiple of 64 KiB except in the last shard, so starts are global offsets into o
     col.<c>.bytes            text: UTF-8 bytes          col.<c>.codes   multicategorical: int32 codes
     rev.<child>.<fk>.child   child row ids, sorted by (time, child row) within each parent
     rev.<child>.<fk>.time    their times beside them, so "children of p before t" is one binary search
+    rev.<child>.<fk>.fk.<other>
+                             for each other foreign key of the child table, the child's parent row id
+                             through it (-1 for a missing link) beside each child: a sampler going on
+                             from the children to their other parents reads them from the segment's own
+                             pages instead of one random page per child (format version 2)
 
 The manifest also records the complete graph spec, the resolved schema, the source table versions, row
 and edge counts, missing-link counts, key-only parent rows added, and a `graph_id` (hash of spec, source
@@ -55,7 +60,7 @@ import numpy as np
 from graph_engine.shards.mapping import ALIGN
 
 FORMAT_NAME = "relfm-graph"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rev.<child>.<fk>.fk.<other> arrays
 DEFAULT_ROWS_PER_SHARD = 1 << 22
 TIME_NULL = np.iinfo(np.int64).max  # a row with unknown time is never visible
 TIME_STATIC = np.iinfo(np.int64).min  # key-only parent rows: always visible

@@ -303,6 +303,10 @@ class LocalBuilder:
         counts, children, times = build_csr(fk_rows, child_time, self.keys[parent].n_rows)
         starts = self._write_segments(parent, rev_array(child, col, "child"), counts, children, parent_arrays)
         self._write_segments(parent, rev_array(child, col, "time"), counts, times, parent_arrays)
+        for other in self.spec.tables[child].foreign_keys:
+            if other != col:
+                via = read_array(self.out, self.manifest_tables[child]["arrays"][fk_array(other)])[children]
+                self._write_segments(parent, rev_array(child, col, f"fk.{other}"), counts, via, parent_arrays)
         self._write_rows(parent, rev_array(child, col, "start"), starts, parent_arrays)
         self._write_rows(parent, rev_array(child, col, "count"), counts, parent_arrays)
         self.manifest_tables[parent]["arrays"] = {k: v.to_dict() for k, v in parent_arrays.items()}

@@ -117,6 +117,12 @@ class TableView:
             self.array(rev_array(child, fk, "time")),
         )
 
+    def csr_fk(self, child: str, fk: str, other: str) -> np.ndarray | None:
+        """The parent rows of `child`'s other foreign key `other` beside the children of the CSR through
+        `fk` (None in graphs of format version 1, which do not store them)."""
+        name = rev_array(child, fk, f"fk.{other}")
+        return self.array(name) if self.has(name) else None
+
     def column(self, col: str) -> Column:
         stype = self.info.column(col).stype
         vocab = self.meta.get("vocab", {}).get(col)

@@ -586,6 +586,7 @@ class _CsrPlan:
     rows_per_shard: int
     n_parent: int
     n_shards: int
+    others: tuple[str, ...]  # the child's other foreign keys: their parent rows go beside the children
 
 
 def _entry(
@@ -712,6 +713,10 @@ def write_csr_shard(plan: _CsrPlan, edges: pa.Table) -> pa.Table:
     children = np.asarray(real.column("c").to_numpy(), dtype=np.int64)
     times = np.asarray(real.column("tm").to_numpy(), dtype=np.int64)
     order = np.lexsort((children, times, parents))
+    via = [
+        (f"fk.{o}", np.asarray(pc.fill_null(real.column(f"o{j}"), -1).to_numpy(), dtype=np.int64)[order], True)
+        for j, o in enumerate(plan.others)
+    ]
     lo, hi = shard * rps, min(shard * rps + rps, plan.n_parent)
     counts = np.bincount(parents - lo, minlength=max(hi - lo, 0)).astype(np.int64)
     if len(counts) != hi - lo:
@@ -722,6 +727,7 @@ def write_csr_shard(plan: _CsrPlan, edges: pa.Table) -> pa.Table:
     for part, data, segment in (
         ("child", children[order], True),
         ("time", times[order], True),
+        *via,
         ("count", counts, False),
     ):
         name = rev_array(plan.child, plan.fk, part)
@@ -1212,10 +1218,15 @@ class SparkBuilder:
     def _csr_writer(self, child: str, col: str, parent: str) -> DataFrame:
         ct, pt = self.tables[child], self.tables[parent]
         assert ct.rows is not None
-        i = list(self.spec.tables[child].foreign_keys).index(col)
+        fks = list(self.spec.tables[child].foreign_keys)
+        i = fks.index(col)
+        others = [(j, o) for j, o in enumerate(fks) if o != col]
         tm = F.col("__time") if self.spec.tables[child].time_column else F.lit(TIME_STATIC)
         edges = ct.rows.where(F.col(f"__p{i}").isNotNull()).select(
-            F.col("__row").alias("c"), F.col(f"__p{i}").alias("p"), tm.cast("long").alias("tm")
+            F.col("__row").alias("c"),
+            F.col(f"__p{i}").alias("p"),
+            tm.cast("long").alias("tm"),
+            *[F.col(f"__p{j}").cast("long").alias(f"o{k}") for k, (j, _) in enumerate(others)],
         )
         edges = edges.withColumn("__pshard", self._shard_col("p"))
         n_shards = self._n_shards(pt.n_rows)
@@ -1224,9 +1235,19 @@ class SparkBuilder:
             F.lit(-1).cast("long").alias("c"),
             F.lit(-1).cast("long").alias("p"),
             F.lit(0).cast("long").alias("tm"),
+            *[F.lit(-1).cast("long").alias(f"o{k}") for k in range(len(others))],
             F.col("id").alias("__pshard"),
         )
-        plan = _CsrPlan(str(self.out), parent, child, col, self.cfg.rows_per_shard, pt.n_rows, n_shards)
+        plan = _CsrPlan(
+            str(self.out),
+            parent,
+            child,
+            col,
+            self.cfg.rows_per_shard,
+            pt.n_rows,
+            n_shards,
+            tuple(o for _, o in others),
+        )
         return (
             edges.unionByName(markers).groupBy("__pshard").applyInArrow(_csr_task(plan), schema=_ENTRY_SCHEMA)
         )
@@ -1242,8 +1263,8 @@ class SparkBuilder:
         """Start arrays of every segment array, from the shard count files and the padded bases."""
         jobs = []
         for (table, name), info in segments.items():
-            if name.startswith("rev.") and name.endswith(".time"):
-                continue  # shares its starts with `.child`
+            if name.startswith("rev.") and not name.endswith(".child"):
+                continue  # `.time` and `.fk.<other>` share their starts with `.child`
             stem = name.rsplit(".", 1)[0]
             bases = segment_bases(items[(table, name)], np.dtype(info.dtype).itemsize)
             for shard, base in enumerate(bases):

@@ -395,3 +395,20 @@ def test_child_ranges_at_a_shard_boundary_of_the_parent(tmp_path: Path) -> None:
             assert_same(got, reference_sample(s, table, seeds, a))
             s._ahead = False
             assert_same(s.sample(table, seeds, a), got)
+
+
+def test_graphs_without_foreign_keys_beside_the_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graphs of format version 1 do not store the child's other foreign keys beside a CSR's children:
+    the walk then reads them at the child's row, with the same result."""
+    from graph_engine.shards.reader import TableView
+
+    rg = RandomGraph(BIG, tmp_path)
+    rows = np.arange(0, 300, 7)
+    anchors = np.full(len(rows), 4_000 * 10**9)
+    cfg = SamplerConfig((4, 3, 2), max_nodes=10**6)
+    want = TemporalSampler(rg.graph, cfg).sample(name(0), rows, anchors)
+    assert rg.graph[name(0)].csr_fk(name(1), "fk0", "fk1") is not None
+    monkeypatch.setattr(TableView, "csr_fk", lambda self, child, fk, other: None)
+    assert_same(TemporalSampler(rg.graph, cfg).sample(name(0), rows, anchors), want)
