@@ -714,7 +714,11 @@ def write_csr_shard(plan: _CsrPlan, edges: pa.Table) -> pa.Table:
     times = np.asarray(real.column("tm").to_numpy(), dtype=np.int64)
     order = np.lexsort((children, times, parents))
     via = [
-        (f"fk.{o}", np.asarray(pc.fill_null(real.column(f"o{j}"), -1).to_numpy(), dtype=np.int64)[order], True)
+        (
+            f"fk.{o}",
+            np.asarray(pc.fill_null(real.column(f"o{j}"), -1).to_numpy(), dtype=np.int64)[order],
+            True,
+        )
         for j, o in enumerate(plan.others)
     ]
     lo, hi = shard * rps, min(shard * rps + rps, plan.n_parent)
