@@ -248,6 +248,7 @@ def touched_bytes(graph: Graph, sampler: TemporalSampler, sub: Subgraph) -> tupl
     expanded = sub.hop < sampler.cfg.hops
     seed_of = sub.seed_of_node()
     anchors = sub.anchor[seed_of]
+    plan = sampler._get_plan()
     for ti, table in enumerate(sub.table_names):
         m = expanded & (sub.table == ti)
         rows, a = sub.row[m], anchors[m]
@@ -255,15 +256,14 @@ def touched_bytes(graph: Graph, sampler: TemporalSampler, sub: Subgraph) -> tupl
         for e in sampler._out_edges[table]:
             if e.to_parent:
                 keep = via != (e.index ^ 1)
-                # nodes reached through a CSR that stores this key beside its children read it there:
-                # about one line per eight of one seed's children
+                # nodes reached through a CSR that stores this key beside its children read it there
+                # (where the sampler's plan has its address): about one line per eight of one seed's
+                # children
+                j = sampler._out_edges[table].index(e)
                 beside = [
                     x.index
                     for x in sampler.edge_types
-                    if not x.to_parent
-                    and x.child == table
-                    and x.index != e.index ^ 1
-                    and graph[x.parent].csr_fk(x.child, x.fk, e.fk) is not None
+                    if not x.to_parent and x.child == table and plan.addr[plan.e_off[x.index] + 4 + j] != 0
                 ]
                 bes = keep & np.isin(via, beside)
                 timed = graph[e.parent].time is not None

@@ -504,6 +504,14 @@ def _insert(seen: np.ndarray, shift: np.uint64, mask: np.int64, stamp: np.int64,
         h = (h + 1) & mask
 
 
+@numba.njit(cache=True, inline="always")
+def _beside(addr: np.ndarray, e_off: np.ndarray, e_kind: np.ndarray, src: int, j: int) -> int:
+    """Address of the j-th edge type's foreign key as stored beside the children of the CSR a node was
+    reached through (edge type `src`), or 0 where it was not reached through a CSR (src < 0: a seed) or
+    the graph does not store that key there (see _Plan.next_reads)."""
+    return 0 if src < 0 or e_kind[src] == 0 else addr[e_off[src] + 4 + j]
+
+
 _NO_ROOM, _SET_FULL = -1, -2  # what _walk_seed returns when the seed does not fit
 _BAD_ROW = -3  # what _sample_part stops with when a seed row is out of range
 
@@ -586,7 +594,7 @@ def _walk_seed(
                     if e_kind[e] == 1:
                         _prefetch_segment(addr[e_off[e]], r)
                     elif e != src ^ 1:  # the link back is never read (below)
-                        beside = 0 if src < 0 or e_kind[src] == 0 else addr[e_off[src] + 4 + ei - tab_ptr[t]]
+                        beside = _beside(addr, e_off, e_kind, src, ei - tab_ptr[t])
                         if beside != 0:
                             _prefetch(beside, spos[g - base])
                         else:
@@ -626,7 +634,7 @@ def _walk_seed(
                             continue
                         # nodes reached through a CSR that stores this key beside its children
                         src = run_edge[q]
-                        beside = 0 if src < 0 or e_kind[src] == 0 else addr[e_off[src] + 4 + ei - tab_ptr[t]]
+                        beside = _beside(addr, e_off, e_kind, src, ei - tab_ptr[t])
                         for g in range(run_lo[q], run_hi[q]):
                             p = _load(beside, spos[g - base]) if beside != 0 else _load(fk, orow[g])
                             if p < 0:
@@ -688,7 +696,7 @@ def _walk_seed(
 
 
 @numba.njit(cache=True)
-def _keep_alive(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> None:
+def _keep_alive(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndarray) -> None:
     pass
 
 
@@ -841,8 +849,7 @@ def _sample_part(
         ptr[s - s0 + 1] = n_off + n
     # the scratch arrays were used only through borrowed views: numba would free them after their last
     # use, so they are used once more here
-    _keep_alive(seen, chosen, ring, runs)
-    _keep_alive(buf, buf, buf, buf)
+    _keep_alive(seen, chosen, ring, runs, buf)
     if cap - n > n // 2 + 64:  # copies, rather than views keeping much unused memory alive
         return (
             s_end,
