@@ -329,7 +329,7 @@ def _prefetch_segment(start: np.int64, r: np.int64) -> None:
 @numba.njit(cache=True, inline="always")
 def _want(buf: np.ndarray, k: int, base: np.int64, idx: np.int64) -> int:
     """Queues a prefetch of the int64 at base + 8 * idx (see _pipeline: queued ones are issued together)."""
-    buf[k] = base + 8 * idx
+    buf[_u(k)] = base + 8 * idx
     return k + 1
 
 
@@ -338,40 +338,41 @@ def _want_lines(buf: np.ndarray, k: int, base: np.int64, lo: np.int64, hi: np.in
     """Queues the int64s [lo, hi) at address `base`, one request per 64-byte line."""
     if hi > lo:
         for line in range((base + 8 * lo) >> 6, ((base + 8 * hi - 1) >> 6) + 1):
-            buf[k] = line << 6
+            buf[_u(k)] = line << 6
             k += 1
     return k
 
 
-_NEXT_CSR, _NEXT_BESIDE = 1, 2  # the kinds of next reads (see _Plan.next_reads)
+_NEXT_CSR = 1  # tags a next read at the row that is a CSR's start (see _Plan.next_reads)
 
 
 @numba.njit(cache=True, inline="always")
-def _want_next(
-    buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, row: np.int64, pos: int, first: int
-) -> int:
-    """Queues the first read of each edge type that a node reached through edge type e (a seed of table
-    t: e = number of edge types + t) follows at the next hop: the plan lists them per e from nh_ptr[e]
-    in `nh` (both by address), as array addresses tagged in their low bits (see _Plan.next_reads). A
-    node reached through a CSR is at position `pos` of it; what is stored beside the children is queued
-    once per line from position `first` on."""
-    for j in range(_load(nh_ptr, e), _load(nh_ptr, e + 1)):
+def _want_next(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, row: np.int64) -> int:
+    """Queues the first read at its row of each edge type that a node reached through edge type e (a seed
+    of table t: e = number of edge types + t) follows at the next hop. The plan lists them (by address,
+    as are the lists) in nh[nh_ptr[2e + 1] : nh_ptr[2e + 2]], array addresses tagged in their low bits
+    (see _Plan.next_reads)."""
+    for j in range(_load(nh_ptr, 2 * e + 1), _load(nh_ptr, 2 * e + 2)):
         x = _load(nh, j)
-        if x & _NEXT_BESIDE:
-            a = x - _NEXT_BESIDE + 8 * pos
-            if pos == first or (a & 63) == 0:
-                buf[k] = a
-                k += 1
-        elif x & _NEXT_CSR:
+        if x & _NEXT_CSR:
             a = x - _NEXT_CSR + 8 * row
-            buf[k] = a
+            buf[_u(k)] = a
             k += 1
             if ((a + 8) & 63) == 0:
-                buf[k] = a + 8
+                buf[_u(k)] = a + 8
                 k += 1
         else:
-            buf[k] = x + 8 * row
+            buf[_u(k)] = x + 8 * row
             k += 1
+    return k
+
+
+@numba.njit(cache=True, inline="always")
+def _want_beside(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, lo: np.int64, hi: np.int64) -> int:
+    """Queues the lines of CSR positions [lo, hi) of each foreign key stored beside the children of edge
+    type e's CSR that the children follow at the next hop (nh[nh_ptr[2e] : nh_ptr[2e + 1]])."""
+    for j in range(_load(nh_ptr, 2 * e), _load(nh_ptr, 2 * e + 1)):
+        k = _want_lines(buf, k, _load(nh, j), lo, hi)
     return k
 
 
@@ -426,7 +427,7 @@ def _pipeline(
         r = rows0[t]
         if stime_addr != 0:
             k = _want(buf, k, stime_addr, r)
-        k = _want_next(buf, k, nh_ptr, nh, len(e_kind) + seed_tid, r, -1, -1)
+        k = _want_next(buf, k, nh_ptr, nh, len(e_kind) + seed_tid, r)
     # 2: the parent's time, or the child segment's times (whole when short, else the first probes)
     t = s + _AHEAD_SEGMENT
     if s0 <= t < b:
@@ -473,7 +474,7 @@ def _pipeline(
             if e_kind[e] == 0:
                 p = _load(addr[o], rows0[t])
                 if p >= 0:
-                    k = _want_next(buf, k, nh_ptr, nh, e, p, -1, -1)
+                    k = _want_next(buf, k, nh_ptr, nh, e, p)
                 continue
             if fan[0, e] <= 0:
                 continue
@@ -481,10 +482,19 @@ def _pipeline(
             lo, end = ring[0, slot], ring[1, slot]
             child = addr[o + 2]
             first = max(lo, end - fan[0, e])
-            for q in range(first, end):
-                k = _want_next(buf, k, nh_ptr, nh, e, _load(child, q), q, first)
+            k = _want_beside(buf, k, nh_ptr, nh, e, first, end)
+            if _load(nh_ptr, 2 * e + 1) < _load(nh_ptr, 2 * e + 2):  # reads at the children's rows
+                for q in range(first, end):
+                    k = _want_next(buf, k, nh_ptr, nh, e, _load(child, q))
     for j in range(k):
         _prefetch(buf[j], 0)
+
+
+@numba.njit(cache=True, inline="always")
+def _u(i: int | np.int64) -> np.uint64:
+    """An index numba does not check for wrap-around: it adds the length to every signed index that is
+    negative, three instructions and a reload of the length on each access of the walk's inner loops."""
+    return np.uint64(i)
 
 
 @numba.njit(cache=True, inline="always")
@@ -495,11 +505,11 @@ def _insert(seen: np.ndarray, shift: np.uint64, mask: np.int64, stamp: np.int64,
     h = np.int64((np.uint64(key) * _FIB) >> shift)
     while True:
         j = 2 * h
-        if seen[j] != stamp:
-            seen[j] = stamp
-            seen[j + 1] = key
+        if seen[_u(j)] != stamp:
+            seen[_u(j)] = stamp
+            seen[_u(j + 1)] = key
             return True
-        if seen[j + 1] == key:
+        if seen[_u(j + 1)] == key:
             return False
         h = (h + 1) & mask
 
@@ -596,7 +606,7 @@ def _walk_seed(
                     elif e != src ^ 1:  # the link back is never read (below)
                         beside = _beside(addr, e_off, e_kind, src, ei - tab_ptr[t])
                         if beside != 0:
-                            _prefetch(beside, spos[g - base])
+                            _prefetch(beside, spos[_u(g - base)])
                         else:
                             _prefetch(addr[e_off[e]], r)
         nxt, made = stride - cur, 0
@@ -636,7 +646,7 @@ def _walk_seed(
                         src = run_edge[q]
                         beside = _beside(addr, e_off, e_kind, src, ei - tab_ptr[t])
                         for g in range(run_lo[q], run_hi[q]):
-                            p = _load(beside, spos[g - base]) if beside != 0 else _load(fk, orow[g])
+                            p = _load(beside, spos[_u(g - base)]) if beside != 0 else _load(fk, orow[_u(g)])
                             if p < 0:
                                 continue
                             rel = NO_TIME
@@ -649,8 +659,9 @@ def _walk_seed(
                             if n - base >= max_nodes:
                                 break
                             if _insert(seen, shift, mask, stamp, key_hi | p):
-                                otable[n], orow[n], ohop[n] = e_dst[e], p, hop + 1
-                                opar[n], oedge[n], orel[n] = g - base, e, rel
+                                u = _u(n)
+                                otable[u], orow[u], ohop[u] = e_dst[e], p, hop + 1
+                                opar[u], oedge[u], orel[u] = g - base, e, rel
                                 n += 1
                 else:
                     k = fan[hop, e]
@@ -660,7 +671,7 @@ def _walk_seed(
                         if run_tab[qq] != t:
                             continue
                         for g in range(run_lo[qq], run_hi[qq]):
-                            r = orow[g]
+                            r = orow[_u(g)]
                             if ahead and hop == 0:  # found by _pipeline
                                 slot = (s & (_RING - 1)) * (tab_ptr[t + 1] - tab_ptr[t]) + (ei - tab_ptr[t])
                                 lo, end = ring[0, slot], ring[1, slot]
@@ -680,10 +691,11 @@ def _walk_seed(
                                 c = _load(child, pos)
                                 if _insert(seen, shift, mask, stamp, key_hi | c):
                                     tc = _load(ctime, pos)
-                                    spos[n - base] = pos
-                                    otable[n], orow[n], ohop[n] = e_dst[e], c, hop + 1
-                                    opar[n], oedge[n] = g - base, e
-                                    orel[n] = NO_TIME if tc == TIME_STATIC else a - tc
+                                    u = _u(n)
+                                    spos[_u(n - base)] = pos
+                                    otable[u], orow[u], ohop[u] = e_dst[e], c, hop + 1
+                                    opar[u], oedge[u] = g - base, e
+                                    orel[u] = NO_TIME if tc == TIME_STATIC else a - tc
                                     n += 1
                 if n > first:
                     run_lo[nxt + made], run_hi[nxt + made] = first, n
@@ -901,10 +913,10 @@ class _Plan:
     alen: np.ndarray
     kmax: int
     # per edge type e, then per seed table: the arrays whose first read a node reached through e (or a
-    # seed) needs at the next hop, by address, tagged in the low bits (0 a foreign key at the row,
-    # _NEXT_CSR a CSR's start at the row, _NEXT_BESIDE a foreign key stored beside the children of the
-    # CSR the node came through, at its position); the link back to the node's parent through the same
-    # foreign key is left out (see _walk_seed)
+    # seed) needs at the next hop, by address: first the foreign keys stored beside the children of the
+    # CSR the node came through (read at its CSR position), from next_ptr[2e], then those read at the
+    # node's row, from next_ptr[2e + 1], tagged in their low bits (0 a foreign key, _NEXT_CSR a CSR's
+    # start); the link back to the node's parent through the same foreign key is left out (see _walk_seed)
     next_ptr: np.ndarray
     next_reads: np.ndarray
     next_addr: tuple[int, int]  # their addresses (`.ctypes.data` takes 2 µs, per call of the kernel)
@@ -986,21 +998,23 @@ class TemporalSampler:
         ro = [_EMPTY_I64 if a is None else _readonly_i64(a) for a in arrs]
         addr = np.array([0 if a is None else r.ctypes.data for a, r in zip(arrs, ro, strict=True)], np.int64)
         assert not (addr & 7).any()  # int64 arrays: the low bits are free for the read's kind
-        # the next reads, tagged by their low bits: 0 a foreign key at the row, 1 a CSR's start at the
-        # row, 2 a foreign key stored beside the children, at the CSR position
+        # the next reads: (stored beside the children, at the CSR position; at the row, tagged in their
+        # low bits: 0 a foreign key, _NEXT_CSR a CSR's start)
         first_read = [int(addr[off[e.index]]) | (0 if e.to_parent else _NEXT_CSR) for e in self.edge_types]
-        lists = [
-            [
-                int(addr[off[e.index] + 4 + j]) | _NEXT_BESIDE
-                if not e.to_parent and addr[off[e.index] + 4 + j]
-                else first_read[x.index]
-                for j, x in enumerate(self._out_edges[e.dst])
-                if not (x.to_parent and x.index == e.index ^ 1)
-            ]
-            for e in self.edge_types
-        ] + [[first_read[x.index] for x in self._out_edges[t]] for t in self.table_names]
-        next_ptr = np.cumsum([0] + [len(x) for x in lists]).astype(np.int64)
-        next_reads = np.array([x for lst in lists for x in lst] + [0], np.int64)
+        lists: list[tuple[list[int], list[int]]] = []
+        for e in self.edge_types:
+            beside, at_row = [], []
+            for j, x in enumerate(self._out_edges[e.dst]):
+                if x.to_parent and x.index == e.index ^ 1:
+                    continue
+                if not e.to_parent and addr[off[e.index] + 4 + j]:
+                    beside.append(int(addr[off[e.index] + 4 + j]))
+                else:
+                    at_row.append(first_read[x.index])
+            lists.append((beside, at_row))
+        lists += [([], [first_read[x.index] for x in self._out_edges[t]]) for t in self.table_names]
+        next_ptr = np.cumsum([0] + [len(part) for pair in lists for part in pair]).astype(np.int64)
+        next_reads = np.array([x for pair in lists for part in pair for x in part] + [0], np.int64)
         self._plan = _Plan(
             tab_ptr=tab_ptr.astype(np.int64),
             tab_edges=np.array(tab_edges, np.int64),
