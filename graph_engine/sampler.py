@@ -555,14 +555,15 @@ def _walk_seed(
     seen: np.ndarray,
     bits: int,
     stamp: np.int64,
-    chosen: np.ndarray,
+    via_set: np.ndarray,
     ring: np.ndarray,
-    runs: np.ndarray,
+    scratch: np.ndarray,
 ) -> int:
     """Writes seed s's nodes from position n on, in their final order (hop, then table, then edge type,
     then frontier node, then child) with parent slots local to the seed; returns the new node count, or
     _NO_ROOM / _SET_FULL when the output arrays or the seed's set could overflow (the caller grows them
-    and walks the seed again: the walk is deterministic)."""
+    and walks the seed again: the walk is deterministic). Nodes that edge type e adds at hop h go through
+    the seed's set only where via_set[h, e] (see TemporalSampler._via_set)."""
     cap = len(orow)
     # seen's tail: the CSR position of each of the seed's nodes reached through a CSR (by local index),
     # where the foreign keys stored beside the children are read
@@ -588,7 +589,7 @@ def _walk_seed(
     # nodes at the last hop), so that each edge type visits only its own table's nodes; two halves of
     # `stride` runs
     stride = len(e_kind) + 1
-    run_lo, run_hi, run_tab, run_edge = runs[0], runs[1], runs[2], runs[3]
+    run_lo, run_hi, run_tab, run_edge, chosen = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
     cur, nr = 0, 1
     run_lo[0], run_hi[0], run_tab[0], run_edge[0] = base, n, seed_tid, -1
     for hop in range(hops):
@@ -623,6 +624,7 @@ def _walk_seed(
                 e = tab_edges[ei]
                 o = e_off[e]
                 key_hi = np.int64(e_dst[e]) << np.int64(48)
+                dedup = via_set[hop, e] != 0
                 # at most this many new nodes: one per frontier node (parents) or k (children), and
                 # no more than the seed's budget has room for
                 need = in_front if e_kind[e] == 0 else fan[hop, e] * in_front
@@ -658,7 +660,7 @@ def _walk_seed(
                                     rel = a - tp
                             if n - base >= max_nodes:
                                 break
-                            if _insert(seen, shift, mask, stamp, key_hi | p):
+                            if not dedup or _insert(seen, shift, mask, stamp, key_hi | p):
                                 u = _u(n)
                                 otable[u], orow[u], ohop[u] = e_dst[e], p, hop + 1
                                 opar[u], oedge[u], orel[u] = g - base, e, rel
@@ -689,7 +691,7 @@ def _walk_seed(
                                     break
                                 pos = end - 1 - (chosen[q] if uniform else q)
                                 c = _load(child, pos)
-                                if _insert(seen, shift, mask, stamp, key_hi | c):
+                                if not dedup or _insert(seen, shift, mask, stamp, key_hi | c):
                                     tc = _load(ctime, pos)
                                     u = _u(n)
                                     spos[_u(n - base)] = pos
@@ -708,7 +710,7 @@ def _walk_seed(
 
 
 @numba.njit(cache=True)
-def _keep_alive(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndarray) -> None:
+def _keep_alive(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> None:
     pass
 
 
@@ -738,6 +740,7 @@ def _sample_part(
     nrows: int,
     nh_ptr: int,
     nh: int,
+    via_set: np.ndarray,
 ) -> tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Walks seeds s0, s0 + 1, ... of the batch (see _walk_seed) into new arrays for `cap` nodes, until
     done or a seed does not fit. Returns (next seed, nodes written, 0 or why it stopped, seed pointers
@@ -758,10 +761,10 @@ def _sample_part(
     otable, orow, ohop = np.empty(cap, np.int16), np.empty(cap, np.int64), np.empty(cap, np.int8)
     opar, oedge, orel = np.empty(cap, np.int32), np.empty(cap, np.int16), np.empty(cap, np.int64)
     seen = np.zeros(3 << bits, dtype=np.int64)  # the seed's set, then its nodes' CSR positions
-    chosen = np.empty(max(kmax, 1), dtype=np.int64)
     ne = tab_ptr[seed_tid + 1] - tab_ptr[seed_tid]
     ring = np.empty((2, _RING * ne), np.int64)  # lo and visible end of the seeds' child ranges
-    runs = np.empty((4, 2 * len(e_kind) + 2), np.int64)  # lo, hi, table, edge of the frontier's runs
+    # lo, hi, table, edge of the frontier's runs, and the positions a uniform draw takes
+    scratch = np.empty((5, max(2 * len(e_kind) + 2, kmax)), np.int64)
     stime_addr = np.int64(stime.ctypes.data) if len(stime) > 0 else np.int64(0)
     # the per-seed kernels get borrowed views (see _borrow); the arrays above keep the memory alive
     rows0, anchors, stime, tab_ptr, tab_edges = (
@@ -788,8 +791,7 @@ def _sample_part(
         _borrow(oedge),
         _borrow(orel),
     )
-    vseen, vchosen, vring = _borrow(seen), _borrow(chosen), _borrow(ring)
-    vruns = _borrow(runs)
+    vseen, vring, vscratch, vvia = _borrow(seen), _borrow(ring), _borrow(scratch), _borrow(via_set)
     # queued prefetches of one _pipeline step, per edge type of the seed's table: stage 1 at most 2 (a
     # CSR's start may span two lines) and the seed's time, stage 2 at most 5 lines, stage 3 the lines of
     # up to kmax children, stage 4 at most 2 per edge type of the parent or of each of kmax children
@@ -850,9 +852,9 @@ def _sample_part(
             vseen,
             bits,
             np.int64(s + 1),  # a fresh, empty set for each seed
-            vchosen,
+            vvia,
             vring,
-            vruns,
+            vscratch,
         )
         if got < 0:
             s_end, stop = s, got
@@ -861,7 +863,7 @@ def _sample_part(
         ptr[s - s0 + 1] = n_off + n
     # the scratch arrays were used only through borrowed views: numba would free them after their last
     # use, so they are used once more here
-    _keep_alive(seen, chosen, ring, runs, buf)
+    _keep_alive(seen, ring, scratch, buf)
     if cap - n > n // 2 + 64:  # copies, rather than views keeping much unused memory alive
         return (
             s_end,
@@ -950,6 +952,7 @@ class TemporalSampler:
         self._plan: _Plan | None = None
         self._nodes_per_seed = 16.0  # sizes the next batch's output arrays
         self._ahead = True  # prefetch (see _pipeline); off only to test that it changes nothing
+        self._via_sets: dict[str, np.ndarray] = {}
 
     def fanout(self, e: EdgeType, hop: int) -> int:
         custom = self.cfg.edge_fanouts.get(f"{e.child}.{e.fk}")
@@ -1034,6 +1037,37 @@ class TemporalSampler:
         )
         return self._plan
 
+    def _via_set(self, seed_table: str) -> np.ndarray:
+        """[hop, edge type]: 1 where the nodes an edge type adds at a hop go through the seed's set
+        (uint8). Children through one CSR are distinct rows (a child has one parent through a foreign
+        key, and the frontier's nodes are distinct), so they need the set only where nodes of their table
+        may be there already (the seed's table, or added earlier in the walk's order) or may be added
+        later; parents always do, as several nodes may share one. On users -> orders -> items the
+        seed's orders and reviews skip the set, half of all the nodes."""
+        if seed_table in self._via_sets:
+            return self._via_sets[seed_table]
+        plan = self._get_plan()
+        hops = self.cfg.hops
+        # the walk's order: per hop, per table of the frontier (by index), per edge type of the table
+        events: list[tuple[int, EdgeType]] = []
+        front = {self.table_id[seed_table]}
+        for h in range(hops):
+            nxt: set[int] = set()
+            for t in sorted(front):
+                for e in self._out_edges[self.table_names[t]]:
+                    if e.to_parent or plan.fan[h, e.index] > 0:
+                        events.append((h, e))
+                        nxt.add(self.table_id[e.dst])
+            front = nxt
+        via = np.ones((hops, len(self.edge_types)), np.uint8)  # edge types that never add nodes: 1
+        present = {seed_table}
+        for i, (h, e) in enumerate(events):
+            later = any(x.dst == e.dst for _, x in events[i + 1 :])
+            via[h, e.index] = e.to_parent or e.dst in present or later
+            present.add(e.dst)
+        self._via_sets[seed_table] = via
+        return via
+
     def sample(self, seed_table: str, seed_rows: np.ndarray, anchors: np.ndarray) -> Subgraph:
         """Anchors are int64 ns or datetime64 (any unit; converted to ns, as the graph's times are)."""
         rows0 = np.ascontiguousarray(seed_rows, dtype=np.int64)
@@ -1077,6 +1111,7 @@ class TemporalSampler:
                 tab.num_rows,
                 plan.next_addr[0],
                 plan.next_addr[1],
+                self._via_set(seed_table),
             )
             if stop == _BAD_ROW:
                 raise RelfmError(

@@ -412,3 +412,37 @@ def test_graphs_without_foreign_keys_beside_the_children(
     assert rg.graph[name(0)].csr_fk(name(1), "fk0", "fk1") is not None
     monkeypatch.setattr(TableView, "csr_fk", lambda self, child, fk, other: None)
     assert_same(TemporalSampler(rg.graph, cfg).sample(name(0), rows, anchors), want)
+
+
+@pytest.mark.parametrize(
+    ("fks", "want"),
+    [
+        # t0 <- t1.fk0, t1.fk1 -> t2: the seed's children (t1) are never reached again; their parents are
+        ((0, 2), {(0, "t0<-t1.fk0"): 0, (1, "t1.fk1->t2"): 1, (1, "t1.fk0->t0"): 1}),
+        # two foreign keys of t1 into t0: one t1 row can be the seed's child through both
+        ((0, 0), {(0, "t0<-t1.fk0"): 1, (0, "t0<-t1.fk1"): 1}),
+    ],
+)
+def test_children_skip_the_seed_set_only_where_no_duplicate_can_arise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fks: tuple[int, ...], want: dict[tuple[int, str], int]
+) -> None:
+    plan = GraphPlan(
+        (TablePlan(30, False, True, ()), TablePlan(200, False, True, fks), TablePlan(20, False, False, ())),
+        seed=3,
+        time_span=1000,
+        null_time_pct=0,
+        missing_pct=0,
+    )
+    rg = RandomGraph(plan, tmp_path)
+    cfg = SamplerConfig((8, 4), max_nodes=10**6)
+    s = TemporalSampler(rg.graph, cfg)
+    rows = np.arange(30)
+    anchors = np.full(30, 900 * 10**9)
+    got = s.sample(name(0), rows, anchors)
+    via = s._via_set(name(0))
+    names = [e.name for e in s.edge_types]
+    for (hop, edge), v in want.items():
+        assert via[hop, names.index(edge)] == v, (hop, edge)
+    monkeypatch.setattr(TemporalSampler, "_via_set", lambda self, table: np.ones_like(via))
+    assert_same(TemporalSampler(rg.graph, cfg).sample(name(0), rows, anchors), got)
+    assert_same(got, reference_sample(s, name(0), rows, anchors))
