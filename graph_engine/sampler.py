@@ -376,6 +376,38 @@ def _want_beside(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, lo: np.i
     return k
 
 
+# The seed table's edge types as _pipeline reads them, one row each (see _seed_edges): the edge type,
+# its kind, its arrays' addresses (foreign key and parent time; or the CSR's start, count, child and time),
+# the CSR's rows, and X: 1 where the parent has a time (to parent), the fan-out at hop 0 (to children).
+_SED_EDGE, _SED_KIND, _SED_A0, _SED_A1, _SED_A2, _SED_A3, _SED_ROWS, _SED_X = range(8)
+
+
+@numba.njit(cache=True, inline="always")
+def _seed_edges(
+    seed_tid: int,
+    tab_ptr: np.ndarray,
+    tab_edges: np.ndarray,
+    e_kind: np.ndarray,
+    e_off: np.ndarray,
+    fan: np.ndarray,
+    addr: np.ndarray,
+    alen: np.ndarray,
+) -> np.ndarray:
+    eb, ee = tab_ptr[seed_tid], tab_ptr[seed_tid + 1]
+    sed = np.zeros((ee - eb, 8), np.int64)
+    for j in range(ee - eb):
+        e = tab_edges[eb + j]
+        o = e_off[e]
+        sed[j, _SED_EDGE], sed[j, _SED_KIND] = e, e_kind[e]
+        sed[j, _SED_A0], sed[j, _SED_A1], sed[j, _SED_ROWS] = addr[o], addr[o + 1], alen[o]
+        if e_kind[e] == 0:
+            sed[j, _SED_X] = alen[o + 1] > 0
+        else:
+            sed[j, _SED_A2], sed[j, _SED_A3] = addr[o + 2], addr[o + 3]
+            sed[j, _SED_X] = fan[0, e] if fan.shape[0] > 0 else 0
+    return sed
+
+
 # How many seeds ahead each stage of _pipeline works: far enough for a load from memory to arrive before
 # the next stage (or the walk itself) needs it. The walk reads the seed's visible child ranges from the
 # ring, which holds the last _RING seeds' (more than _AHEAD_SEGMENT).
@@ -391,15 +423,9 @@ def _pipeline(
     rows0: np.ndarray,
     anchors: np.ndarray,
     stime_addr: np.int64,
-    seed_tid: int,
-    tab_ptr: np.ndarray,
-    tab_edges: np.ndarray,
-    e_kind: np.ndarray,
-    e_dst: np.ndarray,
-    e_off: np.ndarray,
-    fan: np.ndarray,
-    addr: np.ndarray,
-    alen: np.ndarray,
+    seed_list: int,
+    sed: np.ndarray,
+    hops: int,
     uniform: bool,
     ring: np.ndarray,
     nh_ptr: int,
@@ -411,40 +437,38 @@ def _pipeline(
     s is walked, each later link of the chains of the next seeds is requested, one stage per link, each
     stage a few seeds behind the one whose loads it consumes. The binary searches for the seed's own
     child ranges are done here once (stage 3) and kept in the ring for the walk; everything else is
-    prefetches and reads that do not change the output.
+    prefetches and reads that do not change the output. The seed table's edge types come as one row
+    each of `sed` (see _seed_edges), so that no stage looks them up through the plan's tables.
 
     The prefetches are queued in `buf` and issued together at the end: on a page the TLB does not hold,
     a prefetch holds up retirement until its page walk is done, so prefetches spread among other
     instructions overlap only as far as the reorder window reaches, while back to back they all do."""
     k = 0
     b = len(rows0)
-    hops = fan.shape[0]
-    eb, ee = tab_ptr[seed_tid], tab_ptr[seed_tid + 1]
-    ne = ee - eb
+    ne = sed.shape[0]
     # 1: the seed's time and first reads of each of its edge types
     t = s + _AHEAD_ROW
     if s0 <= t < b:
-        r = rows0[t]
+        r = rows0[_u(t)]
         if stime_addr != 0:
             k = _want(buf, k, stime_addr, r)
-        k = _want_next(buf, k, nh_ptr, nh, len(e_kind) + seed_tid, r)
+        k = _want_next(buf, k, nh_ptr, nh, seed_list, r)
     # 2: the parent's time, or the child segment's times (whole when short, else the first probes)
     t = s + _AHEAD_SEGMENT
     if s0 <= t < b:
-        r = rows0[t]
-        for ei in range(eb, ee):
-            e = tab_edges[ei]
-            o = e_off[e]
-            if e_kind[e] == 0:
-                p = _load(addr[o], r)
-                if p >= 0 and alen[o + 1] > 0:
-                    k = _want(buf, k, addr[o + 1], p)
+        r = rows0[_u(t)]
+        for j in range(ne):
+            d = sed[_u(j)]
+            if d[_SED_KIND] == 0:
+                p = _load(d[_SED_A0], r)
+                if p >= 0 and d[_SED_X] > 0:
+                    k = _want(buf, k, d[_SED_A1], p)
             else:
-                lo, hi = _segment(addr[o], addr[o + 1], alen[o], r)
+                lo, hi = _segment(d[_SED_A0], d[_SED_A1], d[_SED_ROWS], r)
                 c = hi - lo
-                slot = (t & (_RING - 1)) * ne + (ei - eb)
+                slot = _u((t & (_RING - 1)) * ne + j)
                 ring[0, slot], ring[1, slot] = lo, hi
-                ctime = addr[o + 3]
+                ctime = d[_SED_A3]
                 if c <= _SHORT:
                     k = _want_lines(buf, k, ctime, lo, lo + c)
                 else:
@@ -453,37 +477,36 @@ def _pipeline(
     # 3: the visible end of each child segment, and the children the walk will take
     t = s + _AHEAD_SEARCH
     if s0 <= t < b:
-        a = anchors[t]
-        for ei in range(eb, ee):
-            e = tab_edges[ei]
-            if e_kind[e] == 0:
+        a = anchors[_u(t)]
+        for j in range(ne):
+            d = sed[_u(j)]
+            if d[_SED_KIND] == 0:
                 continue
-            o = e_off[e]
-            slot = (t & (_RING - 1)) * ne + (ei - eb)
+            slot = _u((t & (_RING - 1)) * ne + j)
             lo = ring[0, slot]
-            end = _visible_end_at(addr[o + 3], lo, ring[1, slot], a)
+            end = _visible_end_at(d[_SED_A3], lo, ring[1, slot], a)
             ring[1, slot] = end
-            if not uniform and hops > 0 and fan[0, e] > 0 and end > lo:
-                k = _want_lines(buf, k, addr[o + 2], max(lo, end - fan[0, e]), end)
+            if not uniform and hops > 0 and d[_SED_X] > 0 and end > lo:
+                k = _want_lines(buf, k, d[_SED_A2], max(lo, end - d[_SED_X]), end)
     # 4: the first reads of the seed's parents' and taken children's own edge types (for the next hop)
     t = s + _AHEAD_CHILDREN
     if not uniform and hops > 1 and s0 <= t < b:
-        for ei in range(eb, ee):
-            e = tab_edges[ei]
-            o = e_off[e]
-            if e_kind[e] == 0:
-                p = _load(addr[o], rows0[t])
+        for j in range(ne):
+            d = sed[_u(j)]
+            e = d[_SED_EDGE]
+            if d[_SED_KIND] == 0:
+                p = _load(d[_SED_A0], rows0[_u(t)])
                 if p >= 0:
                     k = _want_next(buf, k, nh_ptr, nh, e, p)
                 continue
-            if fan[0, e] <= 0:
+            if d[_SED_X] <= 0:
                 continue
-            slot = (t & (_RING - 1)) * ne + (ei - eb)
+            slot = _u((t & (_RING - 1)) * ne + j)
             lo, end = ring[0, slot], ring[1, slot]
-            child = addr[o + 2]
-            first = max(lo, end - fan[0, e])
+            first = max(lo, end - d[_SED_X])
             k = _want_beside(buf, k, nh_ptr, nh, e, first, end)
             if _load(nh_ptr, 2 * e + 1) < _load(nh_ptr, 2 * e + 2):  # reads at the children's rows
+                child = d[_SED_A2]
                 for q in range(first, end):
                     k = _want_next(buf, k, nh_ptr, nh, e, _load(child, q))
     for j in range(k):
@@ -710,7 +733,7 @@ def _walk_seed(
 
 
 @numba.njit(cache=True)
-def _keep_alive(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> None:
+def _keep_alive(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndarray) -> None:
     pass
 
 
@@ -796,6 +819,8 @@ def _sample_part(
     # CSR's start may span two lines) and the seed's time, stage 2 at most 5 lines, stage 3 the lines of
     # up to kmax children, stage 4 at most 2 per edge type of the parent or of each of kmax children
     nall = len(e_kind)
+    sed = _seed_edges(seed_tid, tab_ptr, tab_edges, e_kind, e_off, fan, addr, alen)
+    vsed = _borrow(sed)
     buf = np.empty(1 + ne * (2 + 5 + (kmax // 8 + 2) + 2 * nall * (kmax + 1)), np.int64)
     vbuf = _borrow(buf)
     n, s_end, stop = 0, b, 0
@@ -807,15 +832,9 @@ def _sample_part(
                 rows0,
                 anchors,
                 stime_addr,
-                seed_tid,
-                tab_ptr,
-                tab_edges,
-                e_kind,
-                e_dst,
-                e_off,
-                fan,
-                addr,
-                alen,
+                len(e_kind) + seed_tid,
+                vsed,
+                fan.shape[0],
                 uniform,
                 vring,
                 nh_ptr,
@@ -863,7 +882,7 @@ def _sample_part(
         ptr[s - s0 + 1] = n_off + n
     # the scratch arrays were used only through borrowed views: numba would free them after their last
     # use, so they are used once more here
-    _keep_alive(seen, ring, scratch, buf)
+    _keep_alive(seen, ring, scratch, buf, sed)
     if cap - n > n // 2 + 64:  # copies, rather than views keeping much unused memory alive
         return (
             s_end,
