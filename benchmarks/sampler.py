@@ -269,7 +269,7 @@ def touched_bytes(graph: Graph, sampler: TemporalSampler, sub: Subgraph) -> tupl
                 beside = [
                     x.index
                     for x in sampler.edge_types
-                    if not x.to_parent and x.child == table and plan.addr[plan.e_off[x.index] + 4 + j] != 0
+                    if not x.to_parent and x.child == table and plan.beside[x.index, j] != 0
                 ]
                 bes = keep & np.isin(via, beside)
                 timed = graph[e.parent].time is not None

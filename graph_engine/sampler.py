@@ -226,6 +226,14 @@ def _children(
 
 _FIB = np.uint64(0x9E3779B97F4A7C15)
 
+# Columns of the plan's `edges`, one row per edge type: its kind (0 to parent, 1 to children), its
+# destination table, its arrays' addresses (foreign key and parent time; or the CSR's start, count, child
+# and time), the rows of its first array, and 1 where it leads to a parent that has a time. The kernels
+# read an edge type from its row: through tables of offsets and addresses each use took dependent loads,
+# repeated after every store, as numba cannot tell that the stores do not change them.
+_ED_KIND, _ED_DST, _ED_A0, _ED_A1, _ED_A2, _ED_A3, _ED_ROWS, _ED_TIMED = range(8)
+_ED_COLS = 8
+
 
 # The kernel reads the graph's arrays through their addresses: a numba tuple of arrays indexed at run
 # time is copied whole on every access (measured: ~25 ns each, more than the read it serves), and a
@@ -376,34 +384,25 @@ def _want_beside(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, lo: np.i
     return k
 
 
-# The seed table's edge types as _pipeline reads them, one row each (see _seed_edges): the edge type,
-# its kind, its arrays' addresses (foreign key and parent time; or the CSR's start, count, child and time),
-# the CSR's rows, and X: 1 where the parent has a time (to parent), the fan-out at hop 0 (to children).
-_SED_EDGE, _SED_KIND, _SED_A0, _SED_A1, _SED_A2, _SED_A3, _SED_ROWS, _SED_X = range(8)
+# The seed table's edge types as _pipeline reads them, one row each (see _seed_edges): the edge type's
+# row of the plan's `edges` (see _ED_KIND), its index, and X: 1 where the parent has a time (to parent),
+# the fan-out at hop 0 (to children).
+_SED_EDGE, _SED_X = _ED_COLS, _ED_COLS + 1
 
 
 @numba.njit(cache=True, inline="always")
 def _seed_edges(
-    seed_tid: int,
-    tab_ptr: np.ndarray,
-    tab_edges: np.ndarray,
-    e_kind: np.ndarray,
-    e_off: np.ndarray,
-    fan: np.ndarray,
-    addr: np.ndarray,
-    alen: np.ndarray,
+    seed_tid: int, tab_ptr: np.ndarray, tab_edges: np.ndarray, ed: np.ndarray, fan: np.ndarray
 ) -> np.ndarray:
     eb, ee = tab_ptr[seed_tid], tab_ptr[seed_tid + 1]
-    sed = np.zeros((ee - eb, 8), np.int64)
+    sed = np.zeros((ee - eb, _ED_COLS + 2), np.int64)
     for j in range(ee - eb):
         e = tab_edges[eb + j]
-        o = e_off[e]
-        sed[j, _SED_EDGE], sed[j, _SED_KIND] = e, e_kind[e]
-        sed[j, _SED_A0], sed[j, _SED_A1], sed[j, _SED_ROWS] = addr[o], addr[o + 1], alen[o]
-        if e_kind[e] == 0:
-            sed[j, _SED_X] = alen[o + 1] > 0
+        sed[j, :_ED_COLS] = ed[e]
+        sed[j, _SED_EDGE] = e
+        if ed[e, _ED_KIND] == 0:
+            sed[j, _SED_X] = ed[e, _ED_TIMED]
         else:
-            sed[j, _SED_A2], sed[j, _SED_A3] = addr[o + 2], addr[o + 3]
             sed[j, _SED_X] = fan[0, e] if fan.shape[0] > 0 else 0
     return sed
 
@@ -459,16 +458,16 @@ def _pipeline(
         r = rows0[_u(t)]
         for j in range(ne):
             d = sed[_u(j)]
-            if d[_SED_KIND] == 0:
-                p = _load(d[_SED_A0], r)
+            if d[_ED_KIND] == 0:
+                p = _load(d[_ED_A0], r)
                 if p >= 0 and d[_SED_X] > 0:
-                    k = _want(buf, k, d[_SED_A1], p)
+                    k = _want(buf, k, d[_ED_A1], p)
             else:
-                lo, hi = _segment(d[_SED_A0], d[_SED_A1], d[_SED_ROWS], r)
+                lo, hi = _segment(d[_ED_A0], d[_ED_A1], d[_ED_ROWS], r)
                 c = hi - lo
                 slot = _u((t & (_RING - 1)) * ne + j)
                 ring[0, slot], ring[1, slot] = lo, hi
-                ctime = d[_SED_A3]
+                ctime = d[_ED_A3]
                 if c <= _SHORT:
                     k = _want_lines(buf, k, ctime, lo, lo + c)
                 else:
@@ -480,22 +479,22 @@ def _pipeline(
         a = anchors[_u(t)]
         for j in range(ne):
             d = sed[_u(j)]
-            if d[_SED_KIND] == 0:
+            if d[_ED_KIND] == 0:
                 continue
             slot = _u((t & (_RING - 1)) * ne + j)
             lo = ring[0, slot]
-            end = _visible_end_at(d[_SED_A3], lo, ring[1, slot], a)
+            end = _visible_end_at(d[_ED_A3], lo, ring[1, slot], a)
             ring[1, slot] = end
             if not uniform and hops > 0 and d[_SED_X] > 0 and end > lo:
-                k = _want_lines(buf, k, d[_SED_A2], max(lo, end - d[_SED_X]), end)
+                k = _want_lines(buf, k, d[_ED_A2], max(lo, end - d[_SED_X]), end)
     # 4: the first reads of the seed's parents' and taken children's own edge types (for the next hop)
     t = s + _AHEAD_CHILDREN
     if not uniform and hops > 1 and s0 <= t < b:
         for j in range(ne):
             d = sed[_u(j)]
             e = d[_SED_EDGE]
-            if d[_SED_KIND] == 0:
-                p = _load(d[_SED_A0], rows0[_u(t)])
+            if d[_ED_KIND] == 0:
+                p = _load(d[_ED_A0], rows0[_u(t)])
                 if p >= 0:
                     k = _want_next(buf, k, nh_ptr, nh, e, p)
                 continue
@@ -506,7 +505,7 @@ def _pipeline(
             first = max(lo, end - d[_SED_X])
             k = _want_beside(buf, k, nh_ptr, nh, e, first, end)
             if _load(nh_ptr, 2 * e + 1) < _load(nh_ptr, 2 * e + 2):  # reads at the children's rows
-                child = d[_SED_A2]
+                child = d[_ED_A2]
                 for q in range(first, end):
                     k = _want_next(buf, k, nh_ptr, nh, e, _load(child, q))
     for j in range(k):
@@ -538,11 +537,11 @@ def _insert(seen: np.ndarray, shift: np.uint64, mask: np.int64, stamp: np.int64,
 
 
 @numba.njit(cache=True, inline="always")
-def _beside(addr: np.ndarray, e_off: np.ndarray, e_kind: np.ndarray, src: int, j: int) -> int:
+def _beside(bes: np.ndarray, src: int, j: int) -> int:
     """Address of the j-th edge type's foreign key as stored beside the children of the CSR a node was
     reached through (edge type `src`), or 0 where it was not reached through a CSR (src < 0: a seed) or
-    the graph does not store that key there (see _Plan.next_reads)."""
-    return 0 if src < 0 or e_kind[src] == 0 else addr[e_off[src] + 4 + j]
+    the graph does not store that key there (see _Plan.beside)."""
+    return 0 if src < 0 else bes[_u(src), _u(j)]
 
 
 _NO_ROOM, _SET_FULL = -1, -2  # what _walk_seed returns when the seed does not fit
@@ -559,13 +558,10 @@ def _walk_seed(
     seed_tid: int,
     tab_ptr: np.ndarray,
     tab_edges: np.ndarray,
-    e_kind: np.ndarray,
-    e_dst: np.ndarray,
-    e_off: np.ndarray,
+    ed: np.ndarray,
+    bes: np.ndarray,
     fan: np.ndarray,
     salts: np.ndarray,
-    addr: np.ndarray,
-    alen: np.ndarray,
     uniform: bool,
     max_nodes: int,
     ahead: bool,
@@ -611,7 +607,7 @@ def _walk_seed(
     # the frontier as runs of nodes reached through one edge type (one run per edge type that added
     # nodes at the last hop), so that each edge type visits only its own table's nodes; two halves of
     # `stride` runs
-    stride = len(e_kind) + 1
+    stride = ed.shape[0] + 1
     run_lo, run_hi, run_tab, run_edge, chosen = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
     cur, nr = 0, 1
     run_lo[0], run_hi[0], run_tab[0], run_edge[0] = base, n, seed_tid, -1
@@ -625,14 +621,14 @@ def _walk_seed(
                 t, r, src = otable[g], orow[g], oedge[g]
                 for ei in range(tab_ptr[t], tab_ptr[t + 1]):
                     e = tab_edges[ei]
-                    if e_kind[e] == 1:
-                        _prefetch_segment(addr[e_off[e]], r)
+                    if ed[e, _ED_KIND] == 1:
+                        _prefetch_segment(ed[e, _ED_A0], r)
                     elif e != src ^ 1:  # the link back is never read (below)
-                        beside = _beside(addr, e_off, e_kind, src, ei - tab_ptr[t])
+                        beside = _beside(bes, src, ei - tab_ptr[t])
                         if beside != 0:
                             _prefetch(beside, spos[_u(g - base)])
                         else:
-                            _prefetch(addr[e_off[e]], r)
+                            _prefetch(ed[e, _ED_A0], r)
         nxt, made = stride - cur, 0
         for t in range(ntab):
             if tab_ptr[t] == tab_ptr[t + 1]:
@@ -645,12 +641,12 @@ def _walk_seed(
                 continue
             for ei in range(tab_ptr[t], tab_ptr[t + 1]):
                 e = tab_edges[ei]
-                o = e_off[e]
-                key_hi = np.int64(e_dst[e]) << np.int64(48)
+                kind, dst = ed[e, _ED_KIND], ed[e, _ED_DST]
+                key_hi = dst << np.int64(48)
                 dedup = via_set[hop, e] != 0
                 # at most this many new nodes: one per frontier node (parents) or k (children), and
                 # no more than the seed's budget has room for
-                need = in_front if e_kind[e] == 0 else fan[hop, e] * in_front
+                need = in_front if kind == 0 else fan[hop, e] * in_front
                 need = min(need, max_nodes - (n - base))
                 if need <= 0:
                     continue
@@ -659,9 +655,9 @@ def _walk_seed(
                 if 2 * (n - base + need) > (1 << bits):  # the set stays at most half full
                     return _SET_FULL
                 first = n
-                if e_kind[e] == 0:
-                    fk, ptime = addr[o], addr[o + 1]
-                    has_time = alen[o + 1] > 0
+                if kind == 0:
+                    fk, ptime = ed[e, _ED_A0], ed[e, _ED_A1]
+                    has_time = ed[e, _ED_TIMED] != 0
                     for q in range(cur, cur + nr):
                         # nodes reached from their parent through this foreign key (edge e ^ 1) link
                         # back to that parent, which is in the set already: not read
@@ -669,7 +665,7 @@ def _walk_seed(
                             continue
                         # nodes reached through a CSR that stores this key beside its children
                         src = run_edge[q]
-                        beside = _beside(addr, e_off, e_kind, src, ei - tab_ptr[t])
+                        beside = _beside(bes, src, ei - tab_ptr[t])
                         for g in range(run_lo[q], run_hi[q]):
                             p = _load(beside, spos[_u(g - base)]) if beside != 0 else _load(fk, orow[_u(g)])
                             if p < 0:
@@ -685,13 +681,14 @@ def _walk_seed(
                                 break
                             if not dedup or _insert(seen, shift, mask, stamp, key_hi | p):
                                 u = _u(n)
-                                otable[u], orow[u], ohop[u] = e_dst[e], p, hop + 1
+                                otable[u], orow[u], ohop[u] = dst, p, hop + 1
                                 opar[u], oedge[u], orel[u] = g - base, e, rel
                                 n += 1
                 else:
                     k = fan[hop, e]
                     salt = salts[hop, e]
-                    start, count, child, ctime = addr[o], addr[o + 1], addr[o + 2], addr[o + 3]
+                    start, count, child, ctime = ed[e, _ED_A0], ed[e, _ED_A1], ed[e, _ED_A2], ed[e, _ED_A3]
+                    nrows = ed[e, _ED_ROWS]
                     for qq in range(cur, cur + nr):
                         if run_tab[qq] != t:
                             continue
@@ -701,7 +698,7 @@ def _walk_seed(
                                 slot = (s & (_RING - 1)) * (tab_ptr[t + 1] - tab_ptr[t]) + (ei - tab_ptr[t])
                                 lo, end = ring[0, slot], ring[1, slot]
                             else:
-                                lo, hi = _segment(start, count, alen[o], r)
+                                lo, hi = _segment(start, count, nrows, r)
                                 end = _visible_end_at(ctime, lo, hi, a)
                             m = end - lo
                             take = min(k, m)
@@ -718,13 +715,13 @@ def _walk_seed(
                                     tc = _load(ctime, pos)
                                     u = _u(n)
                                     spos[_u(n - base)] = pos
-                                    otable[u], orow[u], ohop[u] = e_dst[e], c, hop + 1
+                                    otable[u], orow[u], ohop[u] = dst, c, hop + 1
                                     opar[u], oedge[u] = g - base, e
                                     orel[u] = NO_TIME if tc == TIME_STATIC else a - tc
                                     n += 1
                 if n > first:
                     run_lo[nxt + made], run_hi[nxt + made] = first, n
-                    run_tab[nxt + made], run_edge[nxt + made] = e_dst[e], e
+                    run_tab[nxt + made], run_edge[nxt + made] = dst, e
                     made += 1
         cur, nr = nxt, made
         if nr == 0:
@@ -747,13 +744,10 @@ def _sample_part(
     seed_tid: int,
     tab_ptr: np.ndarray,
     tab_edges: np.ndarray,
-    e_kind: np.ndarray,
-    e_dst: np.ndarray,
-    e_off: np.ndarray,
+    ed: np.ndarray,
+    bes: np.ndarray,
     fan: np.ndarray,
     salts: np.ndarray,
-    addr: np.ndarray,
-    alen: np.ndarray,
     uniform: bool,
     max_nodes: int,
     ahead: bool,
@@ -771,8 +765,8 @@ def _sample_part(
     arrays. The arrays are allocated here and never reassigned: numba then knows they alias nothing
     (measured: 1.5x faster than passing them in, or growing them in the loop).
 
-    Edge type e reads the arrays at addr[e_off[e]:] (lengths in alen): (fk, parent time) for e_kind 0
-    (to parent), (start, count, child, time) of the CSR for e_kind 1 (to children)."""
+    Edge type e reads the arrays whose addresses are in its row of `ed` (see _ED_KIND): (fk, parent time)
+    to a parent, (start, count, child, time) of the CSR to children."""
     b = len(rows0)
     for s in range(s0, b):  # checked here: two NumPy reductions cost more than the loop
         if rows0[s] < 0 or rows0[s] >= nrows:
@@ -787,7 +781,7 @@ def _sample_part(
     ne = tab_ptr[seed_tid + 1] - tab_ptr[seed_tid]
     ring = np.empty((2, _RING * ne), np.int64)  # lo and visible end of the seeds' child ranges
     # lo, hi, table, edge of the frontier's runs, and the positions a uniform draw takes
-    scratch = np.empty((5, max(2 * len(e_kind) + 2, kmax)), np.int64)
+    scratch = np.empty((5, max(2 * ed.shape[0] + 2, kmax)), np.int64)
     stime_addr = np.int64(stime.ctypes.data) if len(stime) > 0 else np.int64(0)
     # the per-seed kernels get borrowed views (see _borrow); the arrays above keep the memory alive
     rows0, anchors, stime, tab_ptr, tab_edges = (
@@ -797,15 +791,7 @@ def _sample_part(
         _borrow(tab_ptr),
         _borrow(tab_edges),
     )
-    e_kind, e_dst, e_off, fan, salts, addr, alen = (
-        _borrow(e_kind),
-        _borrow(e_dst),
-        _borrow(e_off),
-        _borrow(fan),
-        _borrow(salts),
-        _borrow(addr),
-        _borrow(alen),
-    )
+    ed, bes, fan, salts = _borrow(ed), _borrow(bes), _borrow(fan), _borrow(salts)
     vtable, vrow, vhop, vpar, vedge, vrel = (
         _borrow(otable),
         _borrow(orow),
@@ -818,8 +804,8 @@ def _sample_part(
     # queued prefetches of one _pipeline step, per edge type of the seed's table: stage 1 at most 2 (a
     # CSR's start may span two lines) and the seed's time, stage 2 at most 5 lines, stage 3 the lines of
     # up to kmax children, stage 4 at most 2 per edge type of the parent or of each of kmax children
-    nall = len(e_kind)
-    sed = _seed_edges(seed_tid, tab_ptr, tab_edges, e_kind, e_off, fan, addr, alen)
+    nall = ed.shape[0]
+    sed = _seed_edges(seed_tid, tab_ptr, tab_edges, ed, fan)
     vsed = _borrow(sed)
     buf = np.empty(1 + ne * (2 + 5 + (kmax // 8 + 2) + 2 * nall * (kmax + 1)), np.int64)
     vbuf = _borrow(buf)
@@ -832,7 +818,7 @@ def _sample_part(
                 rows0,
                 anchors,
                 stime_addr,
-                len(e_kind) + seed_tid,
+                nall + seed_tid,
                 vsed,
                 fan.shape[0],
                 uniform,
@@ -852,13 +838,10 @@ def _sample_part(
             seed_tid,
             tab_ptr,
             tab_edges,
-            e_kind,
-            e_dst,
-            e_off,
+            ed,
+            bes,
             fan,
             salts,
-            addr,
-            alen,
             uniform,
             max_nodes,
             ahead,
@@ -924,14 +907,13 @@ class _Plan:
 
     tab_ptr: np.ndarray
     tab_edges: np.ndarray
-    e_kind: np.ndarray
-    e_dst: np.ndarray
-    e_off: np.ndarray
+    edges: np.ndarray  # [edge type, _ED_COLS] (see _ED_KIND)
+    # [edge type to children, j]: the address of the j-th foreign key of the child table (in its list of
+    # edge types) as stored beside the CSR's children, 0 where it is not (see _walk_seed)
+    beside: np.ndarray
     fan: np.ndarray
     salts: np.ndarray
-    arrs: tuple[np.ndarray, ...]  # keeps alive the arrays that addr points into
-    addr: np.ndarray
-    alen: np.ndarray
+    arrs: tuple[np.ndarray, ...]  # keeps alive the arrays that edges, beside and next_reads point into
     kmax: int
     # per edge type e, then per seed table: the arrays whose first read a node reached through e (or a
     # seed) needs at the next hop, by address: first the foreign keys stored beside the children of the
@@ -1037,17 +1019,28 @@ class TemporalSampler:
         lists += [([], [first_read[x.index] for x in self._out_edges[t]]) for t in self.table_names]
         next_ptr = np.cumsum([0] + [len(part) for pair in lists for part in pair]).astype(np.int64)
         next_reads = np.array([x for pair in lists for part in pair for x in part] + [0], np.int64)
+        alen = [len(a) for a in ro]
+        edges = np.zeros((ne, _ED_COLS), np.int64)
+        width = max((len(self._out_edges[e.child]) for e in self.edge_types), default=1)
+        beside_at = np.zeros((ne, width), np.int64)
+        for e in self.edge_types:
+            o, row = off[e.index], edges[e.index]
+            row[_ED_KIND], row[_ED_DST] = kind[e.index], dst[e.index]
+            row[_ED_A0], row[_ED_A1], row[_ED_ROWS] = addr[o], addr[o + 1], alen[o]
+            if e.to_parent:
+                row[_ED_TIMED] = alen[o + 1] > 0
+            else:
+                row[_ED_A2], row[_ED_A3] = addr[o + 2], addr[o + 3]
+                n_beside = len(self._out_edges[e.child])
+                beside_at[e.index, :n_beside] = addr[o + 4 : o + 4 + n_beside]
         self._plan = _Plan(
             tab_ptr=tab_ptr.astype(np.int64),
             tab_edges=np.array(tab_edges, np.int64),
-            e_kind=np.array(kind, np.int8),
-            e_dst=np.array(dst, np.int64),
-            e_off=np.array(off, np.int64),
+            edges=edges,
+            beside=beside_at,
             fan=fan.reshape(cfg.hops, ne),
             salts=salts.reshape(cfg.hops, ne),
             arrs=tuple(ro),
-            addr=addr,
-            alen=np.array([len(a) for a in ro], dtype=np.int64),
             kmax=max(int(fan.max(initial=1)), 1),
             next_ptr=next_ptr,
             next_reads=next_reads,
@@ -1114,13 +1107,10 @@ class TemporalSampler:
                 self.table_id[seed_table],
                 plan.tab_ptr,
                 plan.tab_edges,
-                plan.e_kind,
-                plan.e_dst,
-                plan.e_off,
+                plan.edges,
+                plan.beside,
                 plan.fan,
                 plan.salts,
-                plan.addr,
-                plan.alen,
                 self.cfg.strategy == "uniform",
                 self.cfg.max_nodes,
                 self._ahead,
