@@ -385,9 +385,8 @@ def _want_beside(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, lo: np.i
 
 
 # The seed table's edge types as _pipeline reads them, one row each (see _seed_edges): the edge type's
-# row of the plan's `edges` (see _ED_KIND), its index, and X: 1 where the parent has a time (to parent),
-# the fan-out at hop 0 (to children).
-_SED_EDGE, _SED_X = _ED_COLS, _ED_COLS + 1
+# row of the plan's `edges` (see _ED_KIND), its index, and its fan-out at hop 0.
+_SED_EDGE, _SED_FAN = _ED_COLS, _ED_COLS + 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -400,10 +399,7 @@ def _seed_edges(
         e = tab_edges[eb + j]
         sed[j, :_ED_COLS] = ed[e]
         sed[j, _SED_EDGE] = e
-        if ed[e, _ED_KIND] == 0:
-            sed[j, _SED_X] = ed[e, _ED_TIMED]
-        else:
-            sed[j, _SED_X] = fan[0, e] if fan.shape[0] > 0 else 0
+        sed[j, _SED_FAN] = fan[0, e] if fan.shape[0] > 0 else 0
     return sed
 
 
@@ -460,7 +456,7 @@ def _pipeline(
             d = sed[_u(j)]
             if d[_ED_KIND] == 0:
                 p = _load(d[_ED_A0], r)
-                if p >= 0 and d[_SED_X] > 0:
+                if p >= 0 and d[_ED_TIMED] != 0:
                     k = _want(buf, k, d[_ED_A1], p)
             else:
                 lo, hi = _segment(d[_ED_A0], d[_ED_A1], d[_ED_ROWS], r)
@@ -485,8 +481,8 @@ def _pipeline(
             lo = ring[0, slot]
             end = _visible_end_at(d[_ED_A3], lo, ring[1, slot], a)
             ring[1, slot] = end
-            if not uniform and hops > 0 and d[_SED_X] > 0 and end > lo:
-                k = _want_lines(buf, k, d[_ED_A2], max(lo, end - d[_SED_X]), end)
+            if not uniform and hops > 0 and d[_SED_FAN] > 0 and end > lo:
+                k = _want_lines(buf, k, d[_ED_A2], max(lo, end - d[_SED_FAN]), end)
     # 4: the first reads of the seed's parents' and taken children's own edge types (for the next hop)
     t = s + _AHEAD_CHILDREN
     if not uniform and hops > 1 and s0 <= t < b:
@@ -498,11 +494,11 @@ def _pipeline(
                 if p >= 0:
                     k = _want_next(buf, k, nh_ptr, nh, e, p)
                 continue
-            if d[_SED_X] <= 0:
+            if d[_SED_FAN] <= 0:
                 continue
             slot = _u((t & (_RING - 1)) * ne + j)
             lo, end = ring[0, slot], ring[1, slot]
-            first = max(lo, end - d[_SED_X])
+            first = max(lo, end - d[_SED_FAN])
             k = _want_beside(buf, k, nh_ptr, nh, e, first, end)
             if _load(nh_ptr, 2 * e + 1) < _load(nh_ptr, 2 * e + 2):  # reads at the children's rows
                 child = d[_ED_A2]
@@ -660,7 +656,7 @@ def _walk_seed(
                     has_time = ed[e, _ED_TIMED] != 0
                     for q in range(cur, cur + nr):
                         # nodes reached from their parent through this foreign key (edge e ^ 1) link
-                        # back to that parent, which is in the set already: not read
+                        # back to that parent, which is among the seed's nodes already: not read
                         if run_tab[q] != t or run_edge[q] == e ^ 1:
                             continue
                         # nodes reached through a CSR that stores this key beside its children
