@@ -232,7 +232,7 @@ _FIB = np.uint64(0x9E3779B97F4A7C15)
 # read an edge type from its row: through tables of offsets and addresses each use took dependent loads,
 # repeated after every store, as numba cannot tell that the stores do not change them.
 _ED_KIND, _ED_DST, _ED_A0, _ED_A1, _ED_A2, _ED_A3, _ED_ROWS, _ED_TIMED = range(8)
-_ED_COLS = 8
+_ED_COLS = _ED_TIMED + 1
 
 
 # The kernel reads the graph's arrays through their addresses: a numba tuple of arrays indexed at run
@@ -326,11 +326,17 @@ def _segment(start: np.int64, count: np.int64, nrows: np.int64, r: np.int64) -> 
 
 
 @numba.njit(cache=True, inline="always")
+def _next_on_new_line(a: np.int64) -> bool:
+    """Whether the int64 after the one at address `a` starts a new cache line: then _segment's read of
+    start[r + 1] needs a line of its own (the count of a shard's last row is left to the rare case)."""
+    return ((a + 8) & 63) == 0
+
+
+@numba.njit(cache=True, inline="always")
 def _prefetch_segment(start: np.int64, r: np.int64) -> None:
-    """Prefetches what _segment reads: start[r] and start[r + 1] (the count of a shard's last row is
-    left to the rare case)."""
+    """Prefetches what _segment reads: start[r], and start[r + 1] where it is on the next line."""
     _prefetch(start, r)
-    if ((start + 8 * r + 8) & 63) == 0:
+    if _next_on_new_line(start + 8 * r):
         _prefetch(start, r + 1)
 
 
@@ -358,15 +364,15 @@ _NEXT_CSR = 1  # tags a next read at the row that is a CSR's start (see _Plan.ne
 def _want_next(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, row: np.int64) -> int:
     """Queues the first read at its row of each edge type that a node reached through edge type e (a seed
     of table t: e = number of edge types + t) follows at the next hop. The plan lists them (by address,
-    as are the lists) in nh[nh_ptr[2e + 1] : nh_ptr[2e + 2]], array addresses tagged in their low bits
-    (see _Plan.next_reads)."""
-    for j in range(_load(nh_ptr, 2 * e + 1), _load(nh_ptr, 2 * e + 2)):
+    as are the lists) in nh[nh_ptr[e] : nh_ptr[e + 1]], array addresses tagged in their low bits (see
+    _Plan.next_reads)."""
+    for j in range(_load(nh_ptr, e), _load(nh_ptr, e + 1)):
         x = _load(nh, j)
         if x & _NEXT_CSR:
             a = x - _NEXT_CSR + 8 * row
             buf[_u(k)] = a
             k += 1
-            if ((a + 8) & 63) == 0:
+            if _next_on_new_line(a):
                 buf[_u(k)] = a + 8
                 k += 1
         else:
@@ -376,11 +382,13 @@ def _want_next(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, row: np.in
 
 
 @numba.njit(cache=True, inline="always")
-def _want_beside(buf: np.ndarray, k: int, nh_ptr: int, nh: int, e: int, lo: np.int64, hi: np.int64) -> int:
+def _want_beside(buf: np.ndarray, k: int, bes: np.ndarray, e: int, lo: np.int64, hi: np.int64) -> int:
     """Queues the lines of CSR positions [lo, hi) of each foreign key stored beside the children of edge
-    type e's CSR that the children follow at the next hop (nh[nh_ptr[2e] : nh_ptr[2e + 1]])."""
-    for j in range(_load(nh_ptr, 2 * e), _load(nh_ptr, 2 * e + 1)):
-        k = _want_lines(buf, k, _load(nh, j), lo, hi)
+    type e's CSR (its row of the plan's `beside`; 0 where a key is not stored there)."""
+    for j in range(bes.shape[1]):
+        x = bes[_u(e), _u(j)]
+        if x != 0:
+            k = _want_lines(buf, k, x, lo, hi)
     return k
 
 
@@ -423,6 +431,7 @@ def _pipeline(
     hops: int,
     uniform: bool,
     ring: np.ndarray,
+    bes: np.ndarray,
     nh_ptr: int,
     nh: int,
     buf: np.ndarray,
@@ -499,8 +508,8 @@ def _pipeline(
             slot = _u((t & (_RING - 1)) * ne + j)
             lo, end = ring[0, slot], ring[1, slot]
             first = max(lo, end - d[_SED_FAN])
-            k = _want_beside(buf, k, nh_ptr, nh, e, first, end)
-            if _load(nh_ptr, 2 * e + 1) < _load(nh_ptr, 2 * e + 2):  # reads at the children's rows
+            k = _want_beside(buf, k, bes, e, first, end)
+            if _load(nh_ptr, e) < _load(nh_ptr, e + 1):  # reads at the children's rows
                 child = d[_ED_A2]
                 for q in range(first, end):
                     k = _want_next(buf, k, nh_ptr, nh, e, _load(child, q))
@@ -819,6 +828,7 @@ def _sample_part(
                 fan.shape[0],
                 uniform,
                 vring,
+                bes,
                 nh_ptr,
                 nh,
                 vbuf,
@@ -911,11 +921,10 @@ class _Plan:
     salts: np.ndarray
     arrs: tuple[np.ndarray, ...]  # keeps alive the arrays that edges, beside and next_reads point into
     kmax: int
-    # per edge type e, then per seed table: the arrays whose first read a node reached through e (or a
-    # seed) needs at the next hop, by address: first the foreign keys stored beside the children of the
-    # CSR the node came through (read at its CSR position), from next_ptr[2e], then those read at the
-    # node's row, from next_ptr[2e + 1], tagged in their low bits (0 a foreign key, _NEXT_CSR a CSR's
-    # start); the link back to the node's parent through the same foreign key is left out (see _walk_seed)
+    # per edge type e, then per seed table: the arrays whose first read at its row a node reached through
+    # e (or a seed) needs at the next hop, by address, tagged in their low bits (0 a foreign key,
+    # _NEXT_CSR a CSR's start); left out are the link back to the node's parent through the same foreign
+    # key (see _walk_seed) and the keys the node reads beside the children of its CSR (see `beside`)
     next_ptr: np.ndarray
     next_reads: np.ndarray
     next_addr: tuple[int, int]  # their addresses (`.ctypes.data` takes 2 µs, per call of the kernel)
@@ -998,23 +1007,19 @@ class TemporalSampler:
         ro = [_EMPTY_I64 if a is None else _readonly_i64(a) for a in arrs]
         addr = np.array([0 if a is None else r.ctypes.data for a, r in zip(arrs, ro, strict=True)], np.int64)
         assert not (addr & 7).any()  # int64 arrays: the low bits are free for the read's kind
-        # the next reads: (stored beside the children, at the CSR position; at the row, tagged in their
-        # low bits: 0 a foreign key, _NEXT_CSR a CSR's start)
+        # the next reads at the row, tagged by their low bits: 0 a foreign key, _NEXT_CSR a CSR's start
         first_read = [int(addr[off[e.index]]) | (0 if e.to_parent else _NEXT_CSR) for e in self.edge_types]
-        lists: list[tuple[list[int], list[int]]] = []
-        for e in self.edge_types:
-            beside, at_row = [], []
-            for j, x in enumerate(self._out_edges[e.dst]):
-                if x.to_parent and x.index == e.index ^ 1:
-                    continue
-                if not e.to_parent and addr[off[e.index] + 4 + j]:
-                    beside.append(int(addr[off[e.index] + 4 + j]))
-                else:
-                    at_row.append(first_read[x.index])
-            lists.append((beside, at_row))
-        lists += [([], [first_read[x.index] for x in self._out_edges[t]]) for t in self.table_names]
-        next_ptr = np.cumsum([0] + [len(part) for pair in lists for part in pair]).astype(np.int64)
-        next_reads = np.array([x for pair in lists for part in pair for x in part] + [0], np.int64)
+        lists = [
+            [
+                first_read[x.index]
+                for j, x in enumerate(self._out_edges[e.dst])
+                if not (x.to_parent and x.index == e.index ^ 1)
+                and not (not e.to_parent and addr[off[e.index] + 4 + j])  # read beside the children
+            ]
+            for e in self.edge_types
+        ] + [[first_read[x.index] for x in self._out_edges[t]] for t in self.table_names]
+        next_ptr = np.cumsum([0] + [len(x) for x in lists]).astype(np.int64)
+        next_reads = np.array([x for lst in lists for x in lst] + [0], np.int64)
         alen = [len(a) for a in ro]
         edges = np.zeros((ne, _ED_COLS), np.int64)
         width = max((len(self._out_edges[e.child]) for e in self.edge_types), default=1)
